@@ -345,6 +345,18 @@ int stor_stats(struct stor_engine *e, struct stor_stats *out)
     return e->ops->stats(e, out);
 }
 
+int stor_compact(struct stor_engine *e)
+{
+    if (e->ops->compact == NULL) {
+        return KV_OK;
+    }
+    if (e->poisoned) {
+        stor__set_errmsg(e, "%s: an earlier write failed; reopen the engine", e->ops->name);
+        return KV_EPOISONED;
+    }
+    return e->ops->compact(e);
+}
+
 /* ---- shared helpers --------------------------------------------------------- */
 
 int stor__key_cmp(const void *a, size_t a_size, const void *b, size_t b_size)

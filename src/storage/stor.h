@@ -47,6 +47,8 @@ struct stor_options {
                            0 picks the engine's default */
     enum stor_sync sync; /* durability of each stor_write */
     int read_only;       /* reserved; must be 0 for now */
+    uint64_t file_bytes_max; /* size at which engines that roll files (bitcask
+                                data files) start a new one; 0 = default */
 };
 
 /* Fills `o` with defaults: path NULL, cache 64 MiB, sync always. */
@@ -200,6 +202,12 @@ int stor_ingest_chunk(struct stor_ingest *in, const void *chunk, size_t chunk_si
  * makes it durable. */
 int stor_ingest_finish(struct stor_ingest *in) KV_MUST_USE;
 void stor_ingest_free(struct stor_ingest *in);
+
+/* Compacts now: reclaims space held by deleted and overwritten data
+ * (RocksDB/LevelDB compact the whole range, bitcask merges its immutable
+ * files, LMDB and memory have nothing to do). Safe while views are open:
+ * files a view still reads are removed only when it is freed. */
+int stor_compact(struct stor_engine *e) KV_MUST_USE;
 
 /* ---- Stats --------------------------------------------------------------- */
 struct stor_stats {

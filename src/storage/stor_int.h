@@ -35,6 +35,8 @@ struct stor_engine_ops {
     void (*iter_free)(struct stor_iter *it);
 
     int (*stats)(struct stor_engine *e, struct stor_stats *out);
+    /* Optional: NULL means compaction has nothing to do. */
+    int (*compact)(struct stor_engine *e);
 };
 
 /* Base of every engine instance; engines embed it as their first member. */
