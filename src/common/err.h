@@ -29,7 +29,9 @@
     X(KV_ELOCKED, -19, "resource is locked by another process")                         \
     X(KV_EPOISONED, -20, "an earlier write or sync failed; the object refuses more work") \
     X(KV_ECANCELED, -21, "canceled")                                                    \
-    X(KV_ENOENT, -22, "no such file or directory")
+    X(KV_ENOENT, -22, "no such file or directory")                                   \
+    X(KV_ECOMPACTED, -23, "log entries were compacted away")                          \
+    X(KV_EUNAVAILABLE, -24, "log entries not available yet")
 
 enum kv_err {
 #define KV__ERR_ENUM(sym, val, msg) sym = val,
