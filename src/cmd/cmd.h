@@ -5,5 +5,6 @@
 #define KV_CMD_H
 
 int cmd_bench_engine(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 
 #endif

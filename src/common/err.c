@@ -8,8 +8,8 @@
 const char *kv_strerror(int err)
 {
     switch (err) {
-#define KV__ERR_MSG(sym, val, msg)                                                      \
-    case val:                                                                           \
+#define KV__ERR_MSG(sym, val, msg)                                                                 \
+    case val:                                                                                      \
         return msg;
         KV_ERR_MAP(KV__ERR_MSG)
 #undef KV__ERR_MSG
@@ -20,8 +20,8 @@ const char *kv_strerror(int err)
 const char *kv_errname(int err)
 {
     switch (err) {
-#define KV__ERR_NAME(sym, val, msg)                                                     \
-    case val:                                                                           \
+#define KV__ERR_NAME(sym, val, msg)                                                                \
+    case val:                                                                                      \
         return #sym;
         KV_ERR_MAP(KV__ERR_NAME)
 #undef KV__ERR_NAME

@@ -23,16 +23,16 @@ int kv_log_set_level_name(const char *name);
 void kv__log_write(int level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-#define kv_log(level, ...)                                                              \
-    do {                                                                                \
-        if ((level) >= kv_log_threshold) {                                              \
-            kv__log_write((level), __FILE__, __LINE__, __VA_ARGS__);                    \
-        }                                                                               \
+#define kv_log(level, ...)                                                                         \
+    do {                                                                                           \
+        if ((level) >= kv_log_threshold) {                                                         \
+            kv__log_write((level), __FILE__, __LINE__, __VA_ARGS__);                               \
+        }                                                                                          \
     } while (0)
 
 #define kv_debug(...) kv_log(KV_LOG_DEBUG, __VA_ARGS__)
-#define kv_info(...) kv_log(KV_LOG_INFO, __VA_ARGS__)
-#define kv_warn(...) kv_log(KV_LOG_WARN, __VA_ARGS__)
+#define kv_info(...)  kv_log(KV_LOG_INFO, __VA_ARGS__)
+#define kv_warn(...)  kv_log(KV_LOG_WARN, __VA_ARGS__)
 #define kv_error(...) kv_log(KV_LOG_ERROR, __VA_ARGS__)
 
 #endif

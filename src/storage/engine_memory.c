@@ -29,8 +29,8 @@ struct node {
     struct item *item;
     struct node *left;
     struct node *right;
-    uint64_t prio;   /* heap order: a parent's prio >= its children's */
-    uint64_t count;  /* nodes in this subtree */
+    uint64_t prio;  /* heap order: a parent's prio >= its children's */
+    uint64_t count; /* nodes in this subtree */
 };
 
 struct mem_engine {
@@ -397,8 +397,7 @@ static void mem_view_free(struct stor_view *view)
 }
 
 static int mem_iter_new(struct stor_engine *e, const struct stor_view *view, const void *start,
-                        size_t start_size, const void *end, size_t end_size,
-                        struct stor_iter **out)
+                        size_t start_size, const void *end, size_t end_size, struct stor_iter **out)
 {
     struct mem_iter *it = kv_calloc(1, sizeof *it);
     if (it == NULL) {

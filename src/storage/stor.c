@@ -16,13 +16,11 @@
 
 /* The engines compiled in, in the order `--help` lists them. */
 static const struct stor_engine_ops *const engines[] = {
-    &stor__rocksdb_ops, &stor__leveldb_ops, &stor__lmdb_ops,
-    &stor__bitcask_ops, &stor__memory_ops,
+    &stor__rocksdb_ops, &stor__leveldb_ops, &stor__lmdb_ops, &stor__bitcask_ops, &stor__memory_ops,
 };
 #define ENGINE_COUNT (sizeof engines / sizeof engines[0])
 
-static const char *const engine_names[] = {"rocksdb", "leveldb", "lmdb", "bitcask", "memory",
-                                           NULL};
+static const char *const engine_names[] = {"rocksdb", "leveldb", "lmdb", "bitcask", "memory", NULL};
 
 void stor_options_init(struct stor_options *o)
 {
@@ -113,8 +111,8 @@ static int check_key(struct stor_engine *e, size_t key_size)
     return KV_OK;
 }
 
-int stor_get(struct stor_engine *e, const struct stor_view *view, const void *key,
-             size_t key_size, struct kv_buf *value)
+int stor_get(struct stor_engine *e, const struct stor_view *view, const void *key, size_t key_size,
+             struct kv_buf *value)
 {
     int rc = check_key(e, key_size);
     if (rc != KV_OK) {

@@ -30,7 +30,7 @@ struct stor_iter;   /* an iterator over a key range */
  * limit is LMDB's (511 bytes in its default build), applied to every engine
  * so that a snapshot exported from one engine always installs into any
  * other. */
-#define STOR_KEY_SIZE_MAX 511u
+#define STOR_KEY_SIZE_MAX   511u
 #define STOR_VALUE_SIZE_MAX (64u * 1024u * 1024u)
 
 /* When stor_write returns, is the batch on stable storage? */
@@ -41,12 +41,12 @@ enum stor_sync {
 };
 
 struct stor_options {
-    const char *path;   /* directory holding the engine's files; created if
-                           missing; ignored by the memory engine */
-    size_t cache_bytes; /* read cache budget (block cache / map size hint);
-                           0 picks the engine's default */
-    enum stor_sync sync; /* durability of each stor_write */
-    int read_only;       /* reserved; must be 0 for now */
+    const char *path;        /* directory holding the engine's files; created if
+                                missing; ignored by the memory engine */
+    size_t cache_bytes;      /* read cache budget (block cache / map size hint);
+                                0 picks the engine's default */
+    enum stor_sync sync;     /* durability of each stor_write */
+    int read_only;           /* reserved; must be 0 for now */
     uint64_t file_bytes_max; /* size at which engines that roll files (bitcask
                                 data files) start a new one; 0 = default */
 };
@@ -81,8 +81,8 @@ const char *stor_errmsg(const struct stor_engine *e);
 /* Reads `key`. `view` is a view of `e`, or NULL for the latest state. On
  * success copies the value into `value` (contents replaced) and returns
  * KV_OK; KV_ENOTFOUND when absent. */
-int stor_get(struct stor_engine *e, const struct stor_view *view, const void *key,
-             size_t key_size, struct kv_buf *value) KV_MUST_USE;
+int stor_get(struct stor_engine *e, const struct stor_view *view, const void *key, size_t key_size,
+             struct kv_buf *value) KV_MUST_USE;
 
 /* One-operation writes, each atomic and durable per the sync policy. */
 int stor_put(struct stor_engine *e, const void *key, size_t key_size, const void *value,

@@ -8,10 +8,10 @@
 
 #include <string.h>
 
-#define CHUNK_MAGIC 0x53564b52u /* "RKVS" little-endian */
-#define CHUNK_VERSION 1
-#define CHUNK_FLAG_LAST 1u
-#define CHUNK_HEADER_SIZE 24
+#define CHUNK_MAGIC        0x53564b52u /* "RKVS" little-endian */
+#define CHUNK_VERSION      1
+#define CHUNK_FLAG_LAST    1u
+#define CHUNK_HEADER_SIZE  24
 #define CHUNK_TRAILER_SIZE 4
 /* Deletes issued per batch when clearing an unbounded range on ingest. */
 #define CLEAR_BATCH_KEYS 4096
@@ -19,11 +19,11 @@
 struct stor_export {
     struct stor_engine *engine;
     struct stor_iter *it;
-    uint64_t seq;            /* sequence number of the next chunk */
-    size_t chunk_bytes;      /* payload target per chunk */
-    int done;                /* the last chunk has been produced */
-    int have_pending;        /* a pair read but not yet emitted */
-    struct kv_buf pend_key;  /* that pair */
+    uint64_t seq;           /* sequence number of the next chunk */
+    size_t chunk_bytes;     /* payload target per chunk */
+    int done;               /* the last chunk has been produced */
+    int have_pending;       /* a pair read but not yet emitted */
+    struct kv_buf pend_key; /* that pair */
     struct kv_buf pend_value;
 };
 
@@ -33,9 +33,9 @@ struct stor_ingest {
     struct kv_buf end;
     int has_start;
     int has_end;
-    uint64_t seq;   /* expected sequence number */
-    int cleared;    /* the range has been emptied */
-    int saw_last;   /* the last chunk was applied */
+    uint64_t seq; /* expected sequence number */
+    int cleared;  /* the range has been emptied */
+    int saw_last; /* the last chunk was applied */
     struct stor_batch batch;
 };
 
@@ -259,8 +259,8 @@ static int decode_pairs(struct stor_ingest *in, struct kv_reader *r, uint32_t co
         uint64_t vs;
         const uint8_t *k;
         const uint8_t *v;
-        if (kv_reader_varint(r, &ks) || kv_reader_bytes(r, ks, &k) ||
-            kv_reader_varint(r, &vs) || kv_reader_bytes(r, vs, &v)) {
+        if (kv_reader_varint(r, &ks) || kv_reader_bytes(r, ks, &k) || kv_reader_varint(r, &vs) ||
+            kv_reader_bytes(r, vs, &v)) {
             return KV_ECORRUPT;
         }
         if (ks == 0 || ks > STOR_KEY_SIZE_MAX || vs > STOR_VALUE_SIZE_MAX) {
