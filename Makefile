@@ -26,13 +26,14 @@ test: deps
 	$(MAKE) build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L '$(TEST_LABELS)'
 
-# Unit and simulation tests once more under AddressSanitizer and UBSan.
+# Unit, simulation and fuzz tests once more under AddressSanitizer and UBSan,
+# built with clang (whose libFuzzer the fuzz targets need).
 test-asan: deps
-	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+	CC=clang cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug \
 	  -DRAFTKV_SANITIZE=address,undefined
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 \
-	  ctest --output-on-failure -j $(JOBS) -L 'unit|sim' -LE 'slow'
+	  ctest --output-on-failure -j $(JOBS) -L 'unit|sim|fuzz' -LE 'slow'
 
 demo: deps
 	$(MAKE) build
