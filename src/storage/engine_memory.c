@@ -120,7 +120,8 @@ static int cmp_item(const struct item *it, const void *key, size_t key_size)
 }
 
 /* Splits `t` (borrowed) into owned trees: *l with keys < key (or <= key when
- * `inclusive`), *r with the rest. */
+ * `inclusive`), *r with the rest. On failure both are left NULL (or unset
+ * when a deeper call failed) and nothing leaks. */
 static int split(struct node *t, const void *key, size_t key_size, int inclusive, struct node **l,
                  struct node **r)
 {
@@ -143,6 +144,7 @@ static int split(struct node *t, const void *key, size_t key_size, int inclusive
             node_unref(t->left);
             node_unref(a);
             node_unref(b);
+            *l = *r = NULL;
             return KV_ENOMEM;
         }
     } else {
@@ -156,6 +158,7 @@ static int split(struct node *t, const void *key, size_t key_size, int inclusive
             node_unref(t->right);
             node_unref(a);
             node_unref(b);
+            *l = *r = NULL;
             return KV_ENOMEM;
         }
     }
