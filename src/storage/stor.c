@@ -456,7 +456,7 @@ int stor__lock_dir(const char *path, int *fd_out, char *errmsg)
         return kv_err_from_errno(err);
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        snprintf(errmsg, KV_ERRMSG_SIZE, "%s is locked by another process", lock_path);
+        snprintf(errmsg, KV_ERRMSG_SIZE, "%s is locked (another process, or another open engine in this process, owns the directory)", lock_path);
         close(fd);
         return KV_ELOCKED;
     }

@@ -81,6 +81,13 @@ int stor__mkdirs(const char *path, char *errmsg);
 /* Sums the sizes of the regular files under `path` (recursively). */
 int stor__dir_bytes(const char *path, uint64_t *out);
 
+/* Checks an LSM directory (RocksDB or LevelDB) before the library opens it:
+ * refuses table files without CURRENT, a CURRENT naming a missing MANIFEST,
+ * and a MANIFEST that ends inside a record, all of which the libraries would
+ * otherwise "recover" by opening an older or empty database and deleting the
+ * newer tables. Defined in engine_leveldb.c. */
+int stor__lsm_check_dir(const char *engine, const char *path, char *errmsg);
+
 /* fsyncs the directory itself, so file creations and renames in it are
  * durable. */
 int stor__fsync_dir(const char *path);
