@@ -23,6 +23,7 @@
 #include "hash.h"
 #include "log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -818,6 +819,24 @@ static int bc_stats(struct stor_engine *base, struct stor_stats *out)
     return rc;
 }
 
+/* The store is there while at least one data or merge file is: the engine
+ * keeps an active data file from its first open on. */
+static int bc_store_present(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        return 0;
+    }
+    int found = 0;
+    struct dirent *de;
+    while (!found && (de = readdir(d)) != NULL) {
+        const char *dot = strrchr(de->d_name, '.');
+        found = dot != NULL && (strcmp(dot, ".data") == 0 || strcmp(dot, ".merge") == 0);
+    }
+    closedir(d);
+    return found;
+}
+
 const struct stor_engine_ops stor__bitcask_ops = {
     .name = "bitcask",
     .ordered = 0,
@@ -832,4 +851,6 @@ const struct stor_engine_ops stor__bitcask_ops = {
     .iter_free = bc_iter_free,
     .stats = bc_stats,
     .compact = bc_compact,
+    .store_present = bc_store_present,
+    .store_files = "*.data",
 };

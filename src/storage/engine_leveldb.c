@@ -719,6 +719,12 @@ static int ldb_compact(struct stor_engine *e)
     return KV_OK;
 }
 
+/* The store is there when CURRENT is (it names the live MANIFEST). */
+static int ldb_store_present(const char *path)
+{
+    return stor__file_present(path, "CURRENT", 1);
+}
+
 const struct stor_engine_ops stor__leveldb_ops = {
     .name = "leveldb",
     .ordered = 1,
@@ -733,4 +739,6 @@ const struct stor_engine_ops stor__leveldb_ops = {
     .iter_free = ldb_iter_free,
     .stats = ldb_stats,
     .compact = ldb_compact,
+    .store_present = ldb_store_present,
+    .store_files = "CURRENT",
 };

@@ -1085,6 +1085,13 @@ static int lmdb_stats(struct stor_engine *e, struct stor_stats *out)
     return KV_OK;
 }
 
+/* The store is there while data.mdb is non-empty (a damaged one is the
+ * open-time check's to diagnose). */
+static int lmdb_store_present(const char *path)
+{
+    return stor__file_present(path, "data.mdb", 1);
+}
+
 const struct stor_engine_ops stor__lmdb_ops = {
     .name = "lmdb",
     .ordered = 1,
@@ -1099,4 +1106,6 @@ const struct stor_engine_ops stor__lmdb_ops = {
     .iter_free = lmdb_iter_free,
     .stats = lmdb_stats,
     .compact = NULL, /* copy-on-write B+tree: freed pages are reused in place */
+    .store_present = lmdb_store_present,
+    .store_files = "data.mdb",
 };

@@ -477,6 +477,12 @@ static int rdb_compact(struct stor_engine *e)
     return KV_OK;
 }
 
+/* The store is there when CURRENT is (it names the live MANIFEST). */
+static int rocks_store_present(const char *path)
+{
+    return stor__file_present(path, "CURRENT", 1);
+}
+
 const struct stor_engine_ops stor__rocksdb_ops = {
     .name = "rocksdb",
     .ordered = 1,
@@ -491,4 +497,6 @@ const struct stor_engine_ops stor__rocksdb_ops = {
     .iter_free = rdb_iter_free,
     .stats = rdb_stats,
     .compact = rdb_compact,
+    .store_present = rocks_store_present,
+    .store_files = "CURRENT",
 };

@@ -34,37 +34,151 @@ const char *const *stor_engine_names(void)
     return engine_names;
 }
 
+/* The marker file that tells stor_open a store already lives in a
+ * directory, and of which engine: "raftkv-store 1 <engine>\n". */
+#define STORE_MARKER        "RAFTKV_STORE"
+#define STORE_MARKER_FORMAT "raftkv-store 1 %s\n"
+
+/* Reads the marker: KV_OK with the engine name, KV_ENOENT when absent. */
+static int read_marker(const char *dir, char *engine, size_t engine_size, char *errmsg)
+{
+    char path[4096];
+    char text[128];
+    snprintf(path, sizeof path, "%s/%s", dir, STORE_MARKER);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR) {
+            return KV_ENOENT;
+        }
+        int err = errno;
+        snprintf(errmsg, KV_ERRMSG_SIZE, "open %s: %s", path, strerror(err));
+        return kv_err_from_errno(err);
+    }
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    char name[64];
+    if (n > 0) {
+        text[n] = '\0';
+    }
+    if (n <= 0 || sscanf(text, "raftkv-store 1 %63s", name) != 1) {
+        snprintf(errmsg, KV_ERRMSG_SIZE, "%s is damaged (expected \"raftkv-store 1 <engine>\")",
+                 path);
+        return KV_ECORRUPT;
+    }
+    snprintf(engine, engine_size, "%s", name);
+    return KV_OK;
+}
+
+static int write_marker(const char *dir, const char *engine, char *errmsg)
+{
+    char path[4096];
+    char tmp[4096];
+    char text[128];
+    snprintf(path, sizeof path, "%s/%s", dir, STORE_MARKER);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int len = snprintf(text, sizeof text, STORE_MARKER_FORMAT, engine);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int ok = fd >= 0 && write(fd, text, (size_t)len) == len && fsync(fd) == 0;
+    if (fd >= 0) {
+        close(fd);
+    }
+    ok = ok && rename(tmp, path) == 0 && stor__fsync_dir(dir) == KV_OK;
+    if (!ok) {
+        int err = errno;
+        snprintf(errmsg, KV_ERRMSG_SIZE, "write %s: %s", path, strerror(err));
+        unlink(tmp);
+        return kv_err_from_errno(err);
+    }
+    return KV_OK;
+}
+
+static const struct stor_engine_ops *find_engine(const char *name)
+{
+    for (size_t i = 0; name != NULL && i < ENGINE_COUNT; i++) {
+        if (strcmp(name, engines[i]->name) == 0) {
+            return engines[i];
+        }
+    }
+    return NULL;
+}
+
+/* Before opening a persistent engine: the directory must not hold another
+ * engine's store, nor a marker whose store files have vanished. */
+static int check_marker(const struct stor_engine_ops *ops, const char *path, int *existing,
+                        char *errmsg)
+{
+    char held[64];
+    int rc = read_marker(path, held, sizeof held, errmsg);
+    *existing = rc == KV_OK;
+    if (rc == KV_ENOENT) {
+        return KV_OK;
+    }
+    if (rc != KV_OK) {
+        return rc;
+    }
+    if (find_engine(held) == NULL) {
+        snprintf(errmsg, KV_ERRMSG_SIZE, "%s/%s is damaged: names unknown engine '%s'", path,
+                 STORE_MARKER, held);
+        return KV_ECORRUPT;
+    }
+    if (strcmp(held, ops->name) != 0) {
+        snprintf(errmsg, KV_ERRMSG_SIZE,
+                 "%s holds a %s store, not %s: open it with engine %s, or use another directory",
+                 path, held, ops->name, held);
+        return KV_EINVAL;
+    }
+    if (ops->store_present != NULL && !ops->store_present(path)) {
+        snprintf(errmsg, KV_ERRMSG_SIZE,
+                 "%s/%s is missing (%s says a %s store lives here); refusing to create an empty "
+                 "store over lost data",
+                 path, ops->store_files, STORE_MARKER, ops->name);
+        return KV_ECORRUPT;
+    }
+    return KV_OK;
+}
+
 int stor_open(const char *name, const struct stor_options *o, struct stor_engine **out,
               char errmsg[KV_ERRMSG_SIZE])
 {
     errmsg[0] = '\0';
     *out = NULL;
-    for (size_t i = 0; i < ENGINE_COUNT; i++) {
-        if (name != NULL && strcmp(name, engines[i]->name) == 0) {
-            if (o->read_only) {
-                snprintf(errmsg, KV_ERRMSG_SIZE, "read-only open is not supported yet");
-                return KV_EINVAL;
-            }
-            if (o->path == NULL && engines[i] != &stor__memory_ops) {
-                snprintf(errmsg, KV_ERRMSG_SIZE, "engine %s needs a path", name);
-                return KV_EINVAL;
-            }
-            int rc = engines[i]->open(o, out, errmsg);
-            if (rc == KV_OK) {
-                KV_ASSERT((*out)->ops == engines[i]);
-                (*out)->errmsg[0] = '\0';
-                (*out)->poisoned = 0;
-            } else if (errmsg[0] == '\0') {
-                snprintf(errmsg, KV_ERRMSG_SIZE, "%s: open %s: %s", name,
-                         o->path ? o->path : "(memory)", kv_strerror(rc));
-            }
-            return rc;
+    const struct stor_engine_ops *ops = find_engine(name);
+    if (ops == NULL) {
+        snprintf(errmsg, KV_ERRMSG_SIZE,
+                 "unknown storage engine '%s' (valid: rocksdb, leveldb, lmdb, bitcask, memory)",
+                 name ? name : "(null)");
+        return KV_EINVAL;
+    }
+    if (o->read_only) {
+        snprintf(errmsg, KV_ERRMSG_SIZE, "read-only open is not supported yet");
+        return KV_EINVAL;
+    }
+    int persistent = ops != &stor__memory_ops;
+    int existing = 0;
+    if (persistent && o->path == NULL) {
+        snprintf(errmsg, KV_ERRMSG_SIZE, "engine %s needs a path", name);
+        return KV_EINVAL;
+    }
+    int rc = persistent ? check_marker(ops, o->path, &existing, errmsg) : KV_OK;
+    if (rc == KV_OK) {
+        rc = ops->open(o, out, errmsg);
+    }
+    if (rc == KV_OK && persistent && !existing) {
+        rc = write_marker(o->path, ops->name, errmsg);
+        if (rc != KV_OK) {
+            ops->close(*out);
+            *out = NULL;
         }
     }
-    snprintf(errmsg, KV_ERRMSG_SIZE,
-             "unknown storage engine '%s' (valid: rocksdb, leveldb, lmdb, bitcask, memory)",
-             name ? name : "(null)");
-    return KV_EINVAL;
+    if (rc == KV_OK) {
+        KV_ASSERT((*out)->ops == ops);
+        (*out)->errmsg[0] = '\0';
+        (*out)->poisoned = 0;
+    } else if (errmsg[0] == '\0') {
+        snprintf(errmsg, KV_ERRMSG_SIZE, "%s: open %s: %s", name, o->path ? o->path : "(memory)",
+                 kv_strerror(rc));
+    }
+    return rc;
 }
 
 void stor_close(struct stor_engine *e)
@@ -434,6 +548,14 @@ int stor__dir_bytes(const char *path, uint64_t *out)
     return rc;
 }
 
+int stor__file_present(const char *dir, const char *name, uint64_t size_min)
+{
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size >= size_min;
+}
+
 int stor__fsync_dir(const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY);
@@ -456,7 +578,10 @@ int stor__lock_dir(const char *path, int *fd_out, char *errmsg)
         return kv_err_from_errno(err);
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        snprintf(errmsg, KV_ERRMSG_SIZE, "%s is locked (another process, or another open engine in this process, owns the directory)", lock_path);
+        snprintf(errmsg, KV_ERRMSG_SIZE,
+                 "%s is locked (another process, or another open engine in this process, owns the "
+                 "directory)",
+                 lock_path);
         close(fd);
         return KV_ELOCKED;
     }

@@ -57,7 +57,11 @@ void stor_options_init(struct stor_options *o);
 /* Names of the engines compiled in, NULL-terminated, static. */
 const char *const *stor_engine_names(void);
 
-/* Opens engine `name` with options `o`. On success *out is a new engine the
+/* Opens engine `name` with options `o`. A persistent engine's directory
+ * carries a RAFTKV_STORE marker naming the engine: opening it with another
+ * engine is KV_EINVAL, and when the marker is there but the engine's
+ * essential files are gone the open is refused with KV_ECORRUPT rather than
+ * creating an empty store over lost data. On success *out is a new engine the
  * caller frees with stor_close. On failure returns KV_EINVAL for an unknown
  * name (errmsg lists the valid ones), KV_ECORRUPT for a damaged file,
  * KV_ELOCKED when another process holds the directory, KV_EIO etc.; errmsg

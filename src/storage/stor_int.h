@@ -37,7 +37,20 @@ struct stor_engine_ops {
     int (*stats)(struct stor_engine *e, struct stor_stats *out);
     /* Optional: NULL means compaction has nothing to do. */
     int (*compact)(struct stor_engine *e);
+    /* Optional: 1 when `path` still holds this engine's essential files,
+     * named by `store_files` for messages (RocksDB/LevelDB: CURRENT; LMDB:
+     * a non-empty data.mdb; bitcask: a data or merge file). stor_open calls
+     * it when the directory's RAFTKV_STORE marker says a store lives there,
+     * and refuses to open (which would create an empty store over lost
+     * data) when it says 0. Damaged but present files are the engine's to
+     * diagnose. */
+    int (*store_present)(const char *path);
+    const char *store_files;
 };
+
+/* 1 when the regular file <dir>/<name> exists and has at least `size_min`
+ * bytes; for store_present implementations. */
+int stor__file_present(const char *dir, const char *name, uint64_t size_min);
 
 /* Base of every engine instance; engines embed it as their first member. */
 struct stor_engine {
