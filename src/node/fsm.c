@@ -630,21 +630,43 @@ static int error_result(struct node_fsm *f, struct pending *p, const char *msg)
     return set_error(res, msg);
 }
 
+/* Reads a client row: acknowledged watermark and the index of its last
+ * command. KV_OK, KV_ENOTFOUND, KV_ECORRUPT. */
+static int read_client(struct node_fsm *f, const struct node_key *ck, uint64_t *acked,
+                       uint64_t *last_index)
+{
+    int rc = read_key(f, ck, &f->scratch);
+    if (rc != KV_OK) {
+        return rc;
+    }
+    if (f->scratch.size != 16) {
+        return KV_ECORRUPT;
+    }
+    *acked = kv_load_u64(f->scratch.data);
+    *last_index = kv_load_u64(f->scratch.data + 8);
+    return KV_OK;
+}
+
 /* Exactly-once: answers a retry from the session table, or executes the
  * command and records its results until the client acknowledges them. */
-static int apply_with_session(struct node_fsm *f, const struct node_cmd *cmd, struct pending *p)
+static int apply_with_session(struct node_fsm *f, const struct node_cmd *cmd, uint64_t index,
+                              struct pending *p)
 {
     struct node_key ck;
     struct node_key sk;
     uint64_t acked = 0;
+    uint64_t last_index = 0;
     node_key_client(&ck, f->group, cmd->client_id);
-    int rc = read_key(f, &ck, &f->scratch);
-    if (rc == KV_OK && f->scratch.size == 8) {
-        acked = kv_load_u64(f->scratch.data);
-    } else if (rc != KV_ENOTFOUND) {
-        return rc == KV_OK ? KV_ECORRUPT : rc;
+    int rc = read_client(f, &ck, &acked, &last_index);
+    if (rc == KV_ENOTFOUND && cmd->ack_seq > 0) {
+        /* The client had a session here (it acknowledged answers) that was
+         * evicted as idle: whether its unanswered requests ran is unknown. */
+        return error_result(f, p, "ERR session expired: retry with a new client session");
     }
-    if (cmd->seq == 0 || cmd->seq <= acked) {
+    if (rc != KV_OK && rc != KV_ENOTFOUND) {
+        return rc;
+    }
+    if (cmd->seq == 0 || cmd->seq == UINT64_MAX || cmd->seq <= acked) {
         return error_result(f, p, "ERR request sequence already acknowledged by the client");
     }
     node_key_session(&sk, f->group, cmd->client_id, cmd->seq);
@@ -671,14 +693,79 @@ static int apply_with_session(struct node_fsm *f, const struct node_cmd *cmd, st
          * overlay needs no update: those seqs are never read again. */
         struct node_key from;
         struct node_key to;
-        uint8_t ack_bytes[8];
         node_key_session(&from, f->group, cmd->client_id, acked + 1);
         node_key_session(&to, f->group, cmd->client_id, new_ack + 1);
-        kv_store_u64(ack_bytes, new_ack);
         rc = stor_batch_delete_range(&f->batch, from.bytes, from.size, to.bytes, to.size);
-        rc = rc ? rc : write_key(f, &ck, ack_bytes, sizeof ack_bytes);
+    }
+    if (rc == KV_OK) {
+        uint8_t row[16];
+        kv_store_u64(row, new_ack);
+        kv_store_u64(row + 8, index);
+        rc = write_key(f, &ck, row, sizeof row);
     }
     return rc;
+}
+
+/* Forgets one client: its row and every stored result. */
+static int evict_client(struct node_fsm *f, uint64_t client)
+{
+    struct node_key ck;
+    struct node_key from;
+    struct node_key to;
+    node_key_client(&ck, f->group, client);
+    node_key_session(&from, f->group, client, 0);
+    node_key_session(&to, f->group, client, UINT64_MAX);
+    int rc = stor_batch_delete_range(&f->batch, from.bytes, from.size, to.bytes, to.size);
+    return rc ? rc : delete_key(f, &ck);
+}
+
+/* Evicts clients idle for NODE_SESSION_IDLE_ENTRIES entries, at most
+ * NODE_SESSION_EVICT_MAX per sweep. Runs right after entry `index` with
+ * index % NODE_SESSION_SWEEP_EVERY == 0, on every replica, so every replica
+ * evicts the same clients at the same point of the log however it batches
+ * its applies. Rows written earlier in this batch are read from the
+ * overlay, so a client active in the batch is never evicted. */
+static int sweep_sessions(struct node_fsm *f, uint64_t index)
+{
+    struct node_key start;
+    struct node_key end;
+    struct stor_iter *it = NULL;
+    node_key_client(&start, f->group, 0);
+    node_key_client(&end, f->group, UINT64_MAX);
+    if (index <= NODE_SESSION_IDLE_ENTRIES) {
+        return KV_OK;
+    }
+    int rc = stor_iter_new(f->engine, NULL, start.bytes, start.size, end.bytes, end.size, &it);
+    size_t evicted = 0;
+    while (rc == KV_OK && evicted < NODE_SESSION_EVICT_MAX) {
+        const uint8_t *k;
+        const uint8_t *v;
+        size_t ks;
+        size_t vs;
+        rc = stor_iter_next(it, &k, &ks, &v, &vs);
+        if (rc != KV_OK) {
+            break;
+        }
+        if (ks != NODE_KEY_PREFIX_SIZE + 8) {
+            rc = KV_ECORRUPT;
+            break;
+        }
+        uint64_t client = (uint64_t)kv_load_be32(k + NODE_KEY_PREFIX_SIZE) << 32 |
+                          kv_load_be32(k + NODE_KEY_PREFIX_SIZE + 4);
+        struct node_key ck;
+        uint64_t acked;
+        uint64_t last_index;
+        node_key_client(&ck, f->group, client);
+        int crc = read_client(f, &ck, &acked, &last_index); /* overlay first */
+        if (crc == KV_OK && last_index + NODE_SESSION_IDLE_ENTRIES < index) {
+            rc = evict_client(f, client);
+            evicted++;
+        } else if (crc != KV_OK && crc != KV_ENOTFOUND) {
+            rc = crc;
+        }
+    }
+    stor_iter_free(it);
+    return rc == KV_EOF ? KV_OK : rc;
 }
 
 static int apply_entry(struct node_fsm *f, const struct node_fsm_entry *e)
@@ -710,7 +797,7 @@ static int apply_entry(struct node_fsm *f, const struct node_fsm_entry *e)
     if (rc != KV_OK) {
         return rc;
     }
-    rc = cmd.client_id != 0 ? apply_with_session(f, &cmd, p) : exec_cmd(f, &cmd, p);
+    rc = cmd.client_id != 0 ? apply_with_session(f, &cmd, e->index, p) : exec_cmd(f, &cmd, p);
     node_cmd_clear(&cmd);
     return rc;
 }
@@ -733,6 +820,9 @@ int node_fsm_apply(struct node_fsm *f, const struct node_fsm_entry *entries, siz
             return KV_EINVAL;
         }
         rc = apply_entry(f, &entries[i]);
+        if (rc == KV_OK && entries[i].index % NODE_SESSION_SWEEP_EVERY == 0) {
+            rc = sweep_sessions(f, entries[i].index);
+        }
         last_index = entries[i].index;
         last_term = entries[i].term;
         expect++;

@@ -32,6 +32,13 @@
 /* Requests a client may have applied but not yet acknowledged per group;
  * beyond it the command fails (the client must acknowledge first). */
 #define NODE_SESSION_WINDOW_MAX 4096u
+/* Sessions of clients idle for this many log entries are forgotten (a
+ * later request from such a client that had acknowledged answers gets
+ * "session expired"); the sweep runs every NODE_SESSION_SWEEP_EVERY entries
+ * and evicts at most NODE_SESSION_EVICT_MAX clients each time. */
+#define NODE_SESSION_IDLE_ENTRIES (1024u * 1024u)
+#define NODE_SESSION_SWEEP_EVERY  4096u
+#define NODE_SESSION_EVICT_MAX    1024u
 /* Largest value a command may create (APPEND included). */
 #define NODE_VALUE_SIZE_MAX (16u * 1024u * 1024u)
 

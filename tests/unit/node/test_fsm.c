@@ -439,6 +439,101 @@ static void test_allocation_failures_never_half_apply(void **state)
     assert_true(succeeded);
 }
 
+/* Applies no-op entries until the applied index is `target`, in chunks of
+ * `chunk` (different chunkings must give the same state). */
+static void noops_until(struct fixture *fx, uint64_t target, size_t chunk)
+{
+    while (node_fsm_applied_index(fx->fsm) < target) {
+        fx->next_index = node_fsm_applied_index(fx->fsm) + 1;
+        while (fx->n < chunk && fx->next_index <= target) {
+            queue_noop(fx);
+        }
+        assert_int_equal(apply(fx), KV_OK);
+    }
+}
+
+static void test_idle_sessions_are_evicted(void **state)
+{
+    struct fixture *fx = *state;
+    struct node_op inc = op(NODE_OP_INCRBY, "c", NULL, 0);
+    inc.delta = 1;
+    queue(fx, 500, 1, 0, 0, &inc, 1); /* index 1: client 500, then idle */
+    queue(fx, 600, 1, 0, 0, &inc, 1); /* index 2: client 600 */
+    assert_int_equal(apply(fx), KV_OK);
+    assert_int_equal(count_kind(fx, NODE_KEY_CLIENT), 2);
+    /* Client 600 stays active past the idle limit; 500 does not. */
+    uint64_t mid = NODE_SESSION_IDLE_ENTRIES / 2;
+    noops_until(fx, mid, 64);
+    fx->next_index = mid + 1;
+    queue(fx, 600, 2, 1, 0, &inc, 1);
+    assert_int_equal(apply(fx), KV_OK);
+    noops_until(fx, NODE_SESSION_IDLE_ENTRIES + 2 * NODE_SESSION_SWEEP_EVERY, 61);
+    assert_int_equal(count_kind(fx, NODE_KEY_CLIENT), 1);
+    assert_int_equal(count_kind(fx, NODE_KEY_SESSION), 1); /* 600's seq 2 */
+    /* 500 comes back having acknowledged seq 1: its session is gone. */
+    fx->next_index = node_fsm_applied_index(fx->fsm) + 1;
+    queue(fx, 500, 2, 1, 0, &inc, 1);
+    assert_int_equal(apply(fx), KV_OK);
+    assert_int_equal(fx->got[0].kind, NODE_RES_ERROR);
+    assert_non_null(strstr(fx->got[0].value, "session expired"));
+    check_value(fx, "c", "3");
+    /* A new client (nothing acknowledged yet) starts a session. */
+    fx->next_index = node_fsm_applied_index(fx->fsm) + 1;
+    queue(fx, 700, 1, 0, 0, &inc, 1);
+    assert_int_equal(apply(fx), KV_OK);
+    assert_int_equal(fx->got[0].kind, NODE_RES_INT);
+    check_value(fx, "c", "4");
+}
+
+/* Two replicas applying one log in different batch sizes end with the
+ * same bytes in their engines, evictions included. */
+static void test_replicas_agree_whatever_the_batching(void **state)
+{
+    struct fixture *a = *state;
+    struct fixture *b;
+    setup((void **)&b);
+    struct node_op inc = op(NODE_OP_INCRBY, "c", NULL, 0);
+    inc.delta = 1;
+    struct fixture *fxs[2] = {a, b};
+    size_t chunks[2] = {64, 7};
+    for (int r = 0; r < 2; r++) {
+        struct fixture *fx = fxs[r];
+        queue(fx, 1, 1, 0, 0, &inc, 1);
+        queue(fx, 2, 1, 0, 0, &inc, 1);
+        assert_int_equal(apply(fx), KV_OK);
+        noops_until(fx, NODE_SESSION_IDLE_ENTRIES + NODE_SESSION_SWEEP_EVERY - 3, chunks[r]);
+        fx->next_index = node_fsm_applied_index(fx->fsm) + 1;
+        queue(fx, 2, 2, 1, 0, &inc, 1); /* client 2 active right before the sweep */
+        assert_int_equal(apply(fx), KV_OK);
+        noops_until(fx, NODE_SESSION_IDLE_ENTRIES + 3 * NODE_SESSION_SWEEP_EVERY, chunks[r]);
+    }
+    struct stor_iter *ia;
+    struct stor_iter *ib;
+    assert_int_equal(stor_iter_new(a->engine, NULL, NULL, 0, NULL, 0, &ia), KV_OK);
+    assert_int_equal(stor_iter_new(b->engine, NULL, NULL, 0, NULL, 0, &ib), KV_OK);
+    size_t n = 0;
+    for (;;) {
+        const uint8_t *ka, *va, *kb, *vb;
+        size_t ksa, vsa, ksb, vsb;
+        int ra = stor_iter_next(ia, &ka, &ksa, &va, &vsa);
+        int rb = stor_iter_next(ib, &kb, &ksb, &vb, &vsb);
+        assert_int_equal(ra, rb);
+        if (ra != KV_OK) {
+            break;
+        }
+        assert_int_equal(ksa, ksb);
+        assert_memory_equal(ka, kb, ksa);
+        assert_int_equal(vsa, vsb);
+        assert_memory_equal(va, vb, vsa);
+        n++;
+    }
+    stor_iter_free(ia);
+    stor_iter_free(ib);
+    assert_int_equal(count_kind(a, NODE_KEY_CLIENT), 1); /* client 1 evicted, 2 kept */
+    assert_true(n > 0);
+    teardown((void **)&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -453,6 +548,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_entry_is_an_error_result, setup, teardown),
         cmocka_unit_test_setup_teardown(test_allocation_failures_never_half_apply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_sessions_are_evicted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replicas_agree_whatever_the_batching, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
