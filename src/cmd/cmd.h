@@ -7,5 +7,6 @@
 int cmd_bench_engine(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_bench_raft(int argc, char **argv);
+int cmd_bench_wal(int argc, char **argv);
 
 #endif

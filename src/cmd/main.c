@@ -15,6 +15,7 @@ static const struct subcommand subcommands[] = {
     {"bench-engine", cmd_bench_engine, "benchmark the storage engines (put, get, 50/50 mix)"},
     {"bench-raft", cmd_bench_raft,
      "benchmark the Raft core: commits/s, memory and CPU per idle group"},
+    {"bench-wal", cmd_bench_wal, "benchmark the shared Raft log against the raw disk"},
     {"demo", cmd_demo, "smoke run of the storage engines (a local cluster later)"},
 };
 #define SUBCOMMAND_COUNT (sizeof subcommands / sizeof subcommands[0])
