@@ -161,9 +161,15 @@ static int copy_conf(struct raft_conf_state *dst, const Raftkv__Raft__ConfState 
     if (src->n_voters > RAFT_MEMBERS_MAX || src->n_learners > RAFT_MEMBERS_MAX) {
         return KV_ECORRUPT;
     }
-    memcpy(dst->voters, src->voters, src->n_voters * sizeof(uint64_t));
+    /* memcpy from a NULL array is undefined even for 0 bytes (found by
+     * fuzz_raft_msg): copy only what is there. */
+    if (src->n_voters > 0) {
+        memcpy(dst->voters, src->voters, src->n_voters * sizeof(uint64_t));
+    }
     dst->n_voters = (uint32_t)src->n_voters;
-    memcpy(dst->learners, src->learners, src->n_learners * sizeof(uint64_t));
+    if (src->n_learners > 0) {
+        memcpy(dst->learners, src->learners, src->n_learners * sizeof(uint64_t));
+    }
     dst->n_learners = (uint32_t)src->n_learners;
     return KV_OK;
 }
