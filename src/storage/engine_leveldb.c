@@ -327,31 +327,37 @@ static void free_options(struct ldb_engine *l)
     leveldb_cache_destroy(l->cache);
 }
 
+int stor__lsm_prepare_dir(const char *engine, const char *path, int *lock_fd, char *errmsg)
+{
+    char msg[KV_ERRMSG_SIZE];
+    int rc = stor__mkdirs(path, msg);
+    if (rc == KV_OK) {
+        rc = stor__lock_dir(path, lock_fd, msg);
+    }
+    if (rc != KV_OK) {
+        snprintf(errmsg, KV_ERRMSG_SIZE, "%s: %s", engine, msg);
+        return rc;
+    }
+    rc = stor__lsm_check_dir(engine, path, errmsg);
+    if (rc != KV_OK) {
+        stor__unlock_dir(*lock_fd);
+    }
+    return rc;
+}
+
 /* ---- vtable -------------------------------------------------------------- */
 
 static int ldb_open(const struct stor_options *o, struct stor_engine **out, char *errmsg)
 {
-    char mkdir_msg[KV_ERRMSG_SIZE];
-    int rc = stor__mkdirs(o->path, mkdir_msg);
-    if (rc != KV_OK) {
-        snprintf(errmsg, KV_ERRMSG_SIZE, "leveldb: %s", mkdir_msg);
-        return rc;
-    }
     /* Our own lock, taken before anything reads the directory. LevelDB's
      * fcntl lock alone is not enough: a second open in the same process
      * closes its descriptor of LOCK on failure, and closing any descriptor
      * drops a process's fcntl locks, so the directory would then be open
      * to other processes. A flock is per open file, immune to that. */
     int lock_fd;
-    char lock_msg[KV_ERRMSG_SIZE];
-    rc = stor__lock_dir(o->path, &lock_fd, lock_msg);
+    int rc = stor__lsm_prepare_dir("leveldb", o->path, &lock_fd, errmsg);
     if (rc != KV_OK) {
-        snprintf(errmsg, KV_ERRMSG_SIZE, "leveldb: %s", lock_msg);
         return rc;
-    }
-    rc = stor__lsm_check_dir("leveldb", o->path, errmsg);
-    if (rc != KV_OK) {
-        goto err_check;
     }
     struct ldb_engine *l = kv_calloc(1, sizeof *l);
     if (l == NULL) {

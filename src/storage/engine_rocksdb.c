@@ -173,25 +173,13 @@ static rocksdb_options_t *make_options(const struct stor_options *o)
 
 static int rdb_open(const struct stor_options *o, struct stor_engine **out, char *errmsg)
 {
-    char mkdir_msg[KV_ERRMSG_SIZE];
-    int rc = stor__mkdirs(o->path, mkdir_msg);
-    if (rc != KV_OK) {
-        snprintf(errmsg, KV_ERRMSG_SIZE, "rocksdb: %s", mkdir_msg);
-        return rc;
-    }
     /* Our flock on LOCK (RocksDB's own is an fcntl lock on the same file;
      * the two do not interact) is taken first so that no other process is
-     * writing the MANIFEST while the checks below read it. */
+     * writing the MANIFEST while the checks read it. */
     int lock_fd;
-    char lock_msg[KV_ERRMSG_SIZE];
-    rc = stor__lock_dir(o->path, &lock_fd, lock_msg);
+    int rc = stor__lsm_prepare_dir("rocksdb", o->path, &lock_fd, errmsg);
     if (rc != KV_OK) {
-        snprintf(errmsg, KV_ERRMSG_SIZE, "rocksdb: %s", lock_msg);
         return rc;
-    }
-    rc = stor__lsm_check_dir("rocksdb", o->path, errmsg);
-    if (rc != KV_OK) {
-        goto err_check;
     }
     struct rdb_engine *r = kv_calloc(1, sizeof *r);
     if (r == NULL) {

@@ -101,6 +101,11 @@ int stor__dir_bytes(const char *path, uint64_t *out);
  * newer tables. Defined in engine_leveldb.c. */
 int stor__lsm_check_dir(const char *engine, const char *path, char *errmsg);
 
+/* Creates the directory, takes its lock (*lock_fd, released with
+ * stor__unlock_dir) and runs stor__lsm_check_dir; on failure nothing is held
+ * and errmsg says why. Defined in engine_leveldb.c. */
+int stor__lsm_prepare_dir(const char *engine, const char *path, int *lock_fd, char *errmsg);
+
 /* fsyncs the directory itself, so file creations and renames in it are
  * durable. */
 int stor__fsync_dir(const char *path);
