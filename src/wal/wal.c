@@ -645,9 +645,13 @@ static int read_one(struct wal *w, const struct wal__loc *loc, struct wal_read *
     if (rc != KV_OK) {
         return rc;
     }
-    uint8_t *dst = out->bytes.data + out->bytes.size;
+    /* An empty payload may meet a buffer with no storage yet: no pointer
+     * arithmetic on NULL (undefined even with a zero offset). */
+    uint8_t *dst = loc->size > 0 ? out->bytes.data + out->bytes.size : NULL;
     if (loc->cached != NULL) {
-        memcpy(dst, loc->cached->data, loc->size);
+        if (loc->size > 0) {
+            memcpy(dst, loc->cached->data, loc->size);
+        }
         w->stats.cache_hits++;
     } else if (loc->size > 0) {
         rc = wal__seg_read(w, loc->seg, loc->offset, dst, loc->size);
