@@ -6,6 +6,7 @@
 #include "wal_int.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -243,6 +244,50 @@ err_close:
     return rc;
 }
 
+/* The marker that says a log lives in this directory. Written once, after
+ * the first successful recovery; when it is there but no segment is, the
+ * segments were lost or deleted, and starting with an empty log would
+ * forget the terms and votes Raft promised to keep: refuse instead. */
+#define WAL_MARKER      "RAFTKV_WAL"
+#define WAL_MARKER_TEXT "raftkv-wal 1\n"
+
+static int marker_present(struct wal *w, int *present)
+{
+    char path[WAL_PATH_MAX + 16];
+    struct wal_file *f;
+    snprintf(path, sizeof path, "%s/%s", w->dir, WAL_MARKER);
+    int rc = w->fs->open(w->fs, path, 0, &f);
+    *present = rc == KV_OK;
+    if (rc == KV_OK) {
+        w->fs->close(w->fs, f);
+    }
+    return rc == KV_ENOENT ? KV_OK : rc;
+}
+
+static int marker_write(struct wal *w)
+{
+    char path[WAL_PATH_MAX + 16];
+    struct wal_file *f;
+    snprintf(path, sizeof path, "%s/%s", w->dir, WAL_MARKER);
+    int rc = w->fs->open(w->fs, path, 1, &f);
+    if (rc != KV_OK) {
+        wal__set_errmsg(w, "create %s: %s", path, kv_strerror(rc));
+        return rc;
+    }
+    rc = w->fs->pwrite(w->fs, f, WAL_MARKER_TEXT, sizeof WAL_MARKER_TEXT - 1, 0);
+    if (rc == KV_OK) {
+        rc = w->fs->sync(w->fs, f);
+    }
+    w->fs->close(w->fs, f);
+    if (rc == KV_OK) {
+        rc = w->fs->sync_dir(w->fs, w->dir);
+    }
+    if (rc != KV_OK) {
+        wal__set_errmsg(w, "write %s: %s", path, kv_strerror(rc));
+    }
+    return rc;
+}
+
 int wal__recover(struct wal *w)
 {
     struct kv_buf seqs;
@@ -254,6 +299,20 @@ int wal__recover(struct wal *w)
     }
     size_t n = seqs.size / sizeof(uint64_t);
     uint64_t *v = (uint64_t *)seqs.data;
+    int marked;
+    rc = marker_present(w, &marked);
+    if (rc != KV_OK) {
+        wal__set_errmsg(w, "%s/%s: %s", w->dir, WAL_MARKER, kv_strerror(rc));
+        goto out;
+    }
+    if (marked && n == 0) {
+        wal__set_errmsg(w,
+                        "%s: every segment is missing (%s says a log lives here); refusing to "
+                        "start with an empty log, which would forget Raft's terms and votes",
+                        w->dir, WAL_MARKER);
+        rc = KV_ECORRUPT;
+        goto out;
+    }
     if (n > 0) {
         qsort(v, n, sizeof *v, cmp_u64);
     }
@@ -274,6 +333,9 @@ int wal__recover(struct wal *w)
     if (w->seg_count == 0) {
         uint64_t seq = n > 0 ? v[n - 1] + 1 : 1;
         rc = wal__seg_create(w, seq);
+    }
+    if (rc == KV_OK && !marked) {
+        rc = marker_write(w);
     }
 out:
     kv_buf_close(&seqs);

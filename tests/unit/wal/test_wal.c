@@ -320,6 +320,26 @@ static void test_segment_header(void **state)
     assert_string_equal(wal_sync_name(WAL_SYNC_NONE), "none");
 }
 
+/* Segments that vanish are refused, not replaced by an empty log. */
+static void test_vanished_segments_refused(void **state)
+{
+    struct fixture *f = *state;
+    char cmd[600];
+    assert_int_equal(open_wal(f, 0, 0), KV_OK);
+    assert_int_equal(append(f->w, 1, 1, 10, 1), KV_OK);
+    wal_close(f->w);
+    f->w = NULL;
+    assert_true(tw_count_segments(f->dir) > 0);
+    snprintf(cmd, sizeof cmd, "rm -f %s/*.wal", f->dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(open_wal(f, 0, 0), KV_ECORRUPT);
+    assert_non_null(strstr(f->errmsg, "missing"));
+    assert_null(f->w);
+    /* And still refused on a retry: the failed open created nothing. */
+    assert_int_equal(open_wal(f, 0, 0), KV_ECORRUPT);
+    assert_int_equal(tw_count_segments(f->dir), 0);
+}
+
 /* ---- Index, reads, cache ---- */
 
 static void test_append_read_reopen(void **state)
@@ -950,6 +970,7 @@ int main(void)
         cmocka_unit_test(test_framing_roundtrip_and_damage),
         cmocka_unit_test(test_batch_rejects_bad_input),
         cmocka_unit_test(test_segment_header),
+        cmocka_unit_test_setup_teardown(test_vanished_segments_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_read_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_suffix_truncation, setup, teardown),
