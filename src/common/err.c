@@ -51,6 +51,7 @@ int kv_err_from_errno(int errno_value)
         return KV_EPERM;
     case EAGAIN:
     case EBUSY:
+    case EADDRINUSE:
         return KV_EBUSY;
     case ETIMEDOUT:
         return KV_ETIMEDOUT;
