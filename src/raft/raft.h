@@ -159,9 +159,9 @@ struct raft_log_store {
     void *data; /* passed to every callback */
     /* Hard state and membership as of the last persist. */
     int (*initial_state)(void *data, struct raft_hard_state *hs, struct raft_conf_state *cs);
-    /* Borrows entry `index` into *out: data stays valid until the host
-     * next changes the store. KV_ECOMPACTED below first, KV_EUNAVAILABLE
-     * above last. */
+    /* Borrows entry `index` into *out: data stays valid until the next
+     * call on the store (the core copies what it keeps). KV_ECOMPACTED
+     * below first, KV_EUNAVAILABLE above last. */
     int (*entry)(void *data, uint64_t index, struct raft_entry *out);
     /* Term of entry `index`, including first - 1 (the snapshot's term).
      * KV_ECOMPACTED below that, KV_EUNAVAILABLE above last. */

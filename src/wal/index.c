@@ -326,7 +326,15 @@ void wal__group_compact(struct wal *w, struct wal__group *g, uint64_t index, uin
 {
     g->mark_seg = seg;
     if (index < g->first_index) {
-        return; /* an older mark: nothing more becomes garbage */
+        /* An older mark: nothing more becomes garbage. One at exactly
+         * first - 1 still tells the term there, which recovery needs when
+         * the mark was written after the entries that follow it and the
+         * segment of the earlier mark is gone (found by node/logstore's
+         * cluster test). */
+        if (index + 1 == g->first_index) {
+            g->compact_term = term;
+        }
+        return;
     }
     if (index >= g->last_index) {
         truncate_from(w, g, g->first_index);

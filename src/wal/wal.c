@@ -700,7 +700,10 @@ int wal__read_locked(struct wal *w, struct wal__group *g, uint64_t lo, uint64_t 
         }
     }
     for (size_t k = 0; k < out->count; k++) {
-        out->entries[k].data = out->bytes.data + (uintptr_t)out->entries[k].data;
+        /* Empty payloads get NULL: the buffer may have no storage at all,
+         * and NULL + 0 is undefined. */
+        out->entries[k].data =
+            out->entries[k].size == 0 ? NULL : out->bytes.data + (uintptr_t)out->entries[k].data;
     }
     if (rc != KV_OK) {
         out->count = 0;
