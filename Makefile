@@ -26,7 +26,7 @@ test: deps
 	$(MAKE) build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L '$(TEST_LABELS)'
 
-# Unit, simulation and fuzz tests once more under AddressSanitizer and UBSan,
+# Unit, simulation, integration and fuzz tests once more under AddressSanitizer and UBSan,
 # built with clang, whose libFuzzer also runs every fuzz target for
 # FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 20
@@ -35,7 +35,7 @@ test-asan: deps
 	  -DRAFTKV_SANITIZE=address,undefined -DRAFTKV_FUZZ_SECONDS=$(FUZZ_SECONDS)
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 \
-	  ctest --output-on-failure -j $(JOBS) -L 'unit|sim' -LE 'slow'
+	  ctest --output-on-failure -j $(JOBS) -L 'unit|sim|integration' -LE 'slow'
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L 'fuzz'
 
 # The simulation's own test: known bugs injected into a scratch copy of the
