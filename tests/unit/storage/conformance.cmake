@@ -2,7 +2,8 @@
 # (storage_<engine>), and the crash test per persistent engine
 # (storage_crash_<engine>). An engine that is not built yet makes its run
 # exit 77, which ctest shows as skipped.
-add_executable(test_conformance ${CMAKE_CURRENT_LIST_DIR}/test_conformance.c)
+add_executable(test_conformance ${CMAKE_CURRENT_LIST_DIR}/test_conformance.c
+                                ${CMAKE_CURRENT_LIST_DIR}/conformance_model.c)
 target_link_libraries(test_conformance PRIVATE kv_storage kv_common PkgConfig::CMOCKA)
 foreach(engine memory rocksdb leveldb lmdb bitcask)
   add_test(NAME storage_${engine} COMMAND test_conformance ${engine})

@@ -16,18 +16,19 @@
  * * and ?) runs only the matching cases, or with a leading '-' all others.
  *
  * An engine that is not built yet (open returns KV_EUNSUPPORTED) makes the
- * whole executable exit 77, which ctest reports as skipped. */
-#define _GNU_SOURCE /* nftw, strsignal */
+ * whole executable exit 77, which ctest reports as skipped.
+ *
+ * The model, the checks against it, the per-case fixture and the
+ * temp-directory helpers live in conformance_model.c; this file holds the
+ * cases themselves. */
+#define _GNU_SOURCE /* strsignal */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,12 +41,10 @@
 #include "rng.h"
 #include "stor.h"
 
+#include "conformance_model.h"
+
 /* Exit code that ctest (SKIP_RETURN_CODE) reports as "skipped". */
-#define EXIT_SKIPPED  77
-#define PATH_SIZE_MAX 1024
-/* Bytes of a key shown in a failure message (hex-escaped). */
-#define SHOW_KEY_BYTES 48
-#define SHOW_SIZE      (SHOW_KEY_BYTES * 4 + 16)
+#define EXIT_SKIPPED 77
 /* Operations of the randomized model test, and how often it checks. */
 #define RANDOM_OPS           10000
 #define RANDOM_CHECK_EVERY   500
@@ -63,534 +62,6 @@
 #define BIG_VALUE_SIZE         (16u * 1024u * 1024u)
 #define EXPORT_CHUNK_BYTES     4096
 
-/* ---- a sorted-array model of the expected content ------------------------ */
-
-struct entry {
-    uint8_t *key;
-    size_t key_size;
-    uint8_t *value;
-    size_t value_size;
-};
-
-struct model {
-    struct entry *items; /* sorted by stor key order, unique keys */
-    size_t count;
-    size_t cap;
-};
-
-/* Model memory comes from libc, not kv_malloc, so that allocation fault
- * injection aimed at the engine never hits the model. */
-static void *xmalloc(size_t size)
-{
-    void *p = malloc(size == 0 ? 1 : size);
-    if (p == NULL) {
-        abort();
-    }
-    return p;
-}
-
-static uint8_t *xmemdup(const void *src, size_t size)
-{
-    uint8_t *p = xmalloc(size);
-    if (size > 0) {
-        memcpy(p, src, size);
-    }
-    return p;
-}
-
-static int key_cmp(const void *a, size_t a_size, const void *b, size_t b_size)
-{
-    size_t n = a_size < b_size ? a_size : b_size;
-    int c = n ? memcmp(a, b, n) : 0;
-    if (c != 0) {
-        return c;
-    }
-    return a_size < b_size ? -1 : a_size > b_size ? 1 : 0;
-}
-
-static void model_init(struct model *m)
-{
-    memset(m, 0, sizeof *m);
-}
-
-static void model_close(struct model *m)
-{
-    for (size_t i = 0; i < m->count; i++) {
-        free(m->items[i].key);
-        free(m->items[i].value);
-    }
-    free(m->items);
-    model_init(m);
-}
-
-/* Index of the first entry >= key (count when none). */
-static size_t model_lower(const struct model *m, const void *key, size_t key_size)
-{
-    size_t lo = 0;
-    size_t hi = m->count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (key_cmp(m->items[mid].key, m->items[mid].key_size, key, key_size) < 0) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo;
-}
-
-/* Index of `key`, or -1 when absent. */
-static long model_find(const struct model *m, const void *key, size_t key_size)
-{
-    size_t i = model_lower(m, key, key_size);
-    if (i < m->count && key_cmp(m->items[i].key, m->items[i].key_size, key, key_size) == 0) {
-        return (long)i;
-    }
-    return -1;
-}
-
-static void model_put(struct model *m, const void *key, size_t key_size, const void *value,
-                      size_t value_size)
-{
-    size_t i = model_lower(m, key, key_size);
-    if (i < m->count && key_cmp(m->items[i].key, m->items[i].key_size, key, key_size) == 0) {
-        free(m->items[i].value);
-        m->items[i].value = xmemdup(value, value_size);
-        m->items[i].value_size = value_size;
-        return;
-    }
-    if (m->count == m->cap) {
-        m->cap = m->cap ? m->cap * 2 : 64;
-        m->items = realloc(m->items, m->cap * sizeof *m->items);
-        if (m->items == NULL) {
-            abort();
-        }
-    }
-    memmove(&m->items[i + 1], &m->items[i], (m->count - i) * sizeof *m->items);
-    m->items[i] =
-        (struct entry){xmemdup(key, key_size), key_size, xmemdup(value, value_size), value_size};
-    m->count++;
-}
-
-/* Removes [lo, hi) by index. */
-static void model_erase(struct model *m, size_t lo, size_t hi)
-{
-    for (size_t i = lo; i < hi; i++) {
-        free(m->items[i].key);
-        free(m->items[i].value);
-    }
-    memmove(&m->items[lo], &m->items[hi], (m->count - hi) * sizeof *m->items);
-    m->count -= hi - lo;
-}
-
-static void model_delete(struct model *m, const void *key, size_t key_size)
-{
-    long i = model_find(m, key, key_size);
-    if (i >= 0) {
-        model_erase(m, (size_t)i, (size_t)i + 1);
-    }
-}
-
-static void model_delete_range(struct model *m, const void *start, size_t start_size,
-                               const void *end, size_t end_size)
-{
-    size_t lo = start ? model_lower(m, start, start_size) : 0;
-    size_t hi = end ? model_lower(m, end, end_size) : m->count;
-    if (lo < hi) {
-        model_erase(m, lo, hi);
-    }
-}
-
-static void model_copy(struct model *dst, const struct model *src)
-{
-    model_init(dst);
-    for (size_t i = 0; i < src->count; i++) {
-        const struct entry *x = &src->items[i];
-        model_put(dst, x->key, x->key_size, x->value, x->value_size);
-    }
-}
-
-/* Applies a batch to the model in order, the way stor_write must. */
-static void model_apply(struct model *m, const struct stor_batch *b)
-{
-    struct stor_batch_op op;
-    size_t pos = 0;
-    int rc;
-    while ((rc = stor_batch_next(b, &pos, &op)) == KV_OK) {
-        if (op.op == STOR_OP_PUT) {
-            model_put(m, op.key, op.key_size, op.value, op.value_size);
-        } else if (op.op == STOR_OP_DELETE) {
-            model_delete(m, op.key, op.key_size);
-        } else {
-            model_delete_range(m, op.key, op.key_size, op.value, op.value_size);
-        }
-    }
-    assert_int_equal(rc, KV_EOF);
-}
-
-/* ---- failure messages ---------------------------------------------------- */
-
-/* Hex-escapes up to SHOW_KEY_BYTES of `p` into `out`; returns out. */
-static const char *show(const void *p, size_t size, char out[SHOW_SIZE])
-{
-    const uint8_t *b = p;
-    size_t o = 0;
-    if (p == NULL) {
-        snprintf(out, SHOW_SIZE, "(null)");
-        return out;
-    }
-    out[o++] = '"';
-    for (size_t i = 0; i < size && i < SHOW_KEY_BYTES; i++) {
-        if (b[i] >= 0x20 && b[i] < 0x7f && b[i] != '"' && b[i] != '\\') {
-            out[o++] = (char)b[i];
-        } else {
-            o += (size_t)snprintf(out + o, SHOW_SIZE - o, "\\x%02x", b[i]);
-        }
-    }
-    out[o++] = '"';
-    out[o] = '\0';
-    if (size > SHOW_KEY_BYTES) {
-        snprintf(out + o, SHOW_SIZE - o, "...(%zu bytes)", size);
-    }
-    return out;
-}
-
-/* ---- directories ---------------------------------------------------------- */
-
-static int remove_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    remove(path);
-    return 0;
-}
-
-static void remove_tree(const char *path)
-{
-    nftw(path, remove_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* Relative paths of everything under a directory, parents before children. */
-struct tree {
-    char **paths;
-    int *is_dir;
-    size_t count;
-    size_t cap;
-};
-
-static void tree_add(struct tree *t, const char *rel, int is_dir)
-{
-    if (t->count == t->cap) {
-        t->cap = t->cap ? t->cap * 2 : 32;
-        t->paths = realloc(t->paths, t->cap * sizeof *t->paths);
-        t->is_dir = realloc(t->is_dir, t->cap * sizeof *t->is_dir);
-        if (t->paths == NULL || t->is_dir == NULL) {
-            abort();
-        }
-    }
-    t->paths[t->count] = (char *)xmemdup(rel, strlen(rel) + 1);
-    t->is_dir[t->count] = is_dir;
-    t->count++;
-}
-
-/* Lists `root` breadth-first: the list itself is the work queue, so no
- * recursion and no separate stack. */
-static void tree_list(const char *root, struct tree *t)
-{
-    memset(t, 0, sizeof *t);
-    tree_add(t, "", 1);
-    for (size_t i = 0; i < t->count; i++) {
-        if (!t->is_dir[i]) {
-            continue;
-        }
-        char dir[PATH_SIZE_MAX];
-        snprintf(dir, sizeof dir, "%s/%s", root, t->paths[i]);
-        DIR *d = opendir(dir);
-        assert_non_null(d);
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
-                continue;
-            }
-            char rel[PATH_SIZE_MAX];
-            char full[PATH_SIZE_MAX];
-            struct stat st;
-            snprintf(rel, sizeof rel, "%s%s%s", t->paths[i], t->paths[i][0] ? "/" : "", de->d_name);
-            snprintf(full, sizeof full, "%s/%s", root, rel);
-            if (lstat(full, &st) == 0 && (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode))) {
-                tree_add(t, rel, S_ISDIR(st.st_mode));
-            }
-        }
-        closedir(d);
-    }
-}
-
-static void tree_free(struct tree *t)
-{
-    for (size_t i = 0; i < t->count; i++) {
-        free(t->paths[i]);
-    }
-    free(t->paths);
-    free(t->is_dir);
-}
-
-static void copy_file(const char *from, const char *to)
-{
-    int in = open(from, O_RDONLY);
-    assert_true(in >= 0);
-    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    assert_true(out >= 0);
-    char buf[65536];
-    ssize_t n;
-    while ((n = read(in, buf, sizeof buf)) > 0) {
-        assert_int_equal(write(out, buf, (size_t)n), n);
-    }
-    assert_int_equal(n, 0);
-    close(in);
-    close(out);
-}
-
-static void copy_tree(const char *from, const char *to)
-{
-    struct tree t;
-    tree_list(from, &t);
-    for (size_t i = 0; i < t.count; i++) {
-        char src[PATH_SIZE_MAX];
-        char dst[PATH_SIZE_MAX];
-        snprintf(src, sizeof src, "%s/%s", from, t.paths[i]);
-        snprintf(dst, sizeof dst, "%s/%s", to, t.paths[i]);
-        if (t.is_dir[i]) {
-            assert_true(mkdir(dst, 0755) == 0 || errno == EEXIST);
-        } else {
-            copy_file(src, dst);
-        }
-    }
-    tree_free(&t);
-}
-
-/* ---- fixture ------------------------------------------------------------- */
-
-/* What main knows before any case runs: passed to each case as prestate. */
-struct suite {
-    const char *engine; /* engine under test */
-};
-
-struct fixture {
-    const char *engine;
-    int persistent;              /* files survive close (every engine but memory) */
-    char dir[PATH_SIZE_MAX];     /* this case's temp dir, removed at teardown */
-    char db_path[PATH_SIZE_MAX]; /* the engine's directory inside it */
-    enum stor_sync sync;         /* policy of the current open */
-    struct stor_engine *e;       /* open engine, or NULL */
-};
-
-static int setup(void **state)
-{
-    const struct suite *s = *state;
-    struct fixture *fx = xmalloc(sizeof *fx);
-    memset(fx, 0, sizeof *fx);
-    fx->engine = s->engine;
-    fx->persistent = strcmp(s->engine, "memory") != 0;
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/conf-%s-XXXXXX", s->engine);
-    if (mkdtemp(fx->dir) == NULL) {
-        free(fx);
-        return -1;
-    }
-    snprintf(fx->db_path, sizeof fx->db_path, "%s/db", fx->dir);
-    *state = fx;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *fx = *state;
-    kv_alloc_fault_clear();
-    stor_close(fx->e);
-    remove_tree(fx->dir);
-    free(fx);
-    return 0;
-}
-
-static int open_engine(const char *name, const char *path, enum stor_sync sync,
-                       struct stor_engine **out, char errmsg[KV_ERRMSG_SIZE])
-{
-    struct stor_options o;
-    stor_options_init(&o);
-    o.path = path;
-    o.sync = sync;
-    return stor_open(name, &o, out, errmsg);
-}
-
-static void fx_open(struct fixture *fx, enum stor_sync sync)
-{
-    char errmsg[KV_ERRMSG_SIZE];
-    KV_ASSERT(fx->e == NULL);
-    int rc = open_engine(fx->engine, fx->db_path, sync, &fx->e, errmsg);
-    if (rc != KV_OK) {
-        fail_msg("%s: open %s: %s: %s", fx->engine, fx->db_path, kv_errname(rc), errmsg);
-    }
-    fx->sync = sync;
-}
-
-/* Closes and opens again; for the memory engine the content is gone, so
- * callers only reopen persistent engines. */
-static void fx_reopen(struct fixture *fx)
-{
-    stor_close(fx->e);
-    fx->e = NULL;
-    fx_open(fx, fx->sync);
-}
-
-/* ---- checks against the model ------------------------------------------- */
-
-/* Iterates [start, end) of `e` (through `view` when not NULL) and checks
- * that it yields exactly the model's keys in that range, each once, with
- * the model's values, in key order when the engine is ordered. */
-static void check_range(struct stor_engine *e, const struct stor_view *view, const struct model *m,
-                        const void *start, size_t start_size, const void *end, size_t end_size,
-                        const char *what)
-{
-    char s1[SHOW_SIZE];
-    char s2[SHOW_SIZE];
-    size_t lo = start ? model_lower(m, start, start_size) : 0;
-    size_t hi = end ? model_lower(m, end, end_size) : m->count;
-    if (hi < lo) {
-        hi = lo; /* start >= end: an empty range */
-    }
-    uint8_t *seen = calloc(hi - lo + 1, 1);
-    assert_non_null(seen);
-    struct stor_iter *it = NULL;
-    int rc = stor_iter_new(e, view, start, start_size, end, end_size, &it);
-    if (rc != KV_OK) {
-        fail_msg("%s: %s: iter_new [%s, %s): %s (%s)", stor_name(e), what,
-                 show(start, start_size, s1), show(end, end_size, s2), kv_errname(rc),
-                 stor_errmsg(e));
-    }
-    size_t n = 0;
-    const uint8_t *k;
-    const uint8_t *v;
-    size_t ks;
-    size_t vs;
-    while ((rc = stor_iter_next(it, &k, &ks, &v, &vs)) == KV_OK) {
-        long i = model_find(m, k, ks);
-        if (i < (long)lo || i >= (long)hi) {
-            fail_msg("%s: %s: iteration of [%s, %s) yielded %s, which %s", stor_name(e), what,
-                     show(start, start_size, s1), show(end, end_size, s2), show(k, ks, s2),
-                     i < 0 ? "should not exist" : "is outside the range");
-        }
-        if (seen[(size_t)i - lo]) {
-            fail_msg("%s: %s: iteration yielded %s twice", stor_name(e), what, show(k, ks, s1));
-        }
-        seen[(size_t)i - lo] = 1;
-        if (stor_is_ordered(e) && (size_t)i != lo + n) {
-            fail_msg("%s: %s: iteration out of order: got %s at position %zu, want %s",
-                     stor_name(e), what, show(k, ks, s1), n,
-                     show(m->items[lo + n].key, m->items[lo + n].key_size, s2));
-        }
-        const struct entry *x = &m->items[i];
-        if (vs != x->value_size || (vs > 0 && memcmp(v, x->value, vs) != 0)) {
-            fail_msg("%s: %s: iteration gave a wrong value for %s (%zu bytes, want %zu)",
-                     stor_name(e), what, show(k, ks, s1), vs, x->value_size);
-        }
-        n++;
-    }
-    if (rc != KV_EOF) {
-        fail_msg("%s: %s: iter_next: %s (%s)", stor_name(e), what, kv_errname(rc), stor_errmsg(e));
-    }
-    if (n != hi - lo) {
-        fail_msg("%s: %s: iteration of [%s, %s) yielded %zu keys, want %zu", stor_name(e), what,
-                 show(start, start_size, s1), show(end, end_size, s2), n, hi - lo);
-    }
-    stor_iter_free(it);
-    free(seen);
-}
-
-/* Point-reads every model key (must match) and `absent` keys (must be
- * KV_ENOTFOUND unless the model has them). */
-static void check_gets(struct stor_engine *e, const struct stor_view *view, const struct model *m,
-                       const char *what)
-{
-    char s1[SHOW_SIZE];
-    struct kv_buf value;
-    kv_buf_init(&value);
-    for (size_t i = 0; i < m->count; i++) {
-        const struct entry *x = &m->items[i];
-        int rc = stor_get(e, view, x->key, x->key_size, &value);
-        if (rc != KV_OK) {
-            fail_msg("%s: %s: get %s: %s (%s)", stor_name(e), what, show(x->key, x->key_size, s1),
-                     kv_errname(rc), stor_errmsg(e));
-        }
-        if (value.size != x->value_size ||
-            (value.size > 0 && memcmp(value.data, x->value, value.size) != 0)) {
-            fail_msg("%s: %s: get %s: wrong value (%zu bytes, want %zu)", stor_name(e), what,
-                     show(x->key, x->key_size, s1), value.size, x->value_size);
-        }
-    }
-    kv_buf_close(&value);
-}
-
-static void check_absent(struct stor_engine *e, const struct stor_view *view, const void *key,
-                         size_t key_size, const char *what)
-{
-    char s1[SHOW_SIZE];
-    struct kv_buf value;
-    kv_buf_init(&value);
-    int rc = stor_get(e, view, key, key_size, &value);
-    if (rc != KV_ENOTFOUND) {
-        fail_msg("%s: %s: get %s: %s, want KV_ENOTFOUND", stor_name(e), what,
-                 show(key, key_size, s1), kv_errname(rc));
-    }
-    kv_buf_close(&value);
-}
-
-/* Full content check: whole-range iteration plus a get of every key. */
-static void check_all(struct stor_engine *e, const struct stor_view *view, const struct model *m,
-                      const char *what)
-{
-    check_range(e, view, m, NULL, 0, NULL, 0, what);
-    check_gets(e, view, m, what);
-}
-
-/* Writes `b` to both the engine and the model. */
-static void write_both(struct stor_engine *e, struct model *m, const struct stor_batch *b)
-{
-    int rc = stor_write(e, b);
-    if (rc != KV_OK) {
-        fail_msg("%s: write of %u ops: %s (%s)", stor_name(e), b->count, kv_errname(rc),
-                 stor_errmsg(e));
-    }
-    model_apply(m, b);
-}
-
-static void put_both(struct stor_engine *e, struct model *m, const void *key, size_t key_size,
-                     const void *value, size_t value_size)
-{
-    struct stor_batch b;
-    stor_batch_init(&b);
-    assert_int_equal(stor_batch_put(&b, key, key_size, value, value_size), KV_OK);
-    write_both(e, m, &b);
-    stor_batch_close(&b);
-}
-
-static void put_str(struct stor_engine *e, struct model *m, const char *key, const char *value)
-{
-    put_both(e, m, key, strlen(key), value, strlen(value));
-}
-
-/* Fills with `count` keys "<prefix><i>" and values derived from them. */
-static void fill(struct stor_engine *e, struct model *m, const char *prefix, int count)
-{
-    struct stor_batch b;
-    stor_batch_init(&b);
-    for (int i = 0; i < count; i++) {
-        char key[64];
-        char value[96];
-        int ks = snprintf(key, sizeof key, "%s%05d", prefix, i);
-        int vs = snprintf(value, sizeof value, "value-of-%s-%d", key, i * 7919);
-        assert_int_equal(stor_batch_put(&b, key, (size_t)ks, value, (size_t)vs), KV_OK);
-    }
-    write_both(e, m, &b);
-    stor_batch_close(&b);
-}
-
 /* ---- basic operations ------------------------------------------------------ */
 
 static void test_crud(void **state)
@@ -601,19 +72,19 @@ static void test_crud(void **state)
     model_init(&m);
     kv_buf_init(&v);
     fx_open(fx, STOR_SYNC_ALWAYS);
-    check_all(fx->e, NULL, &m, "empty engine");
-    check_absent(fx->e, NULL, "k1", 2, "empty engine");
+    cm_check_all(fx->e, NULL, &m, "empty engine");
+    cm_check_absent(fx->e, NULL, "k1", 2, "empty engine");
     assert_int_equal(stor_put(fx->e, "k1", 2, "v1", 2), KV_OK);
     model_put(&m, "k1", 2, "v1", 2);
     assert_int_equal(stor_get(fx->e, NULL, "k1", 2, &v), KV_OK);
     assert_int_equal(v.size, 2);
     assert_memory_equal(v.data, "v1", 2);
-    put_str(fx->e, &m, "k2", "value two");
-    check_all(fx->e, NULL, &m, "after puts");
+    cm_put_str(fx->e, &m, "k2", "value two");
+    cm_check_all(fx->e, NULL, &m, "after puts");
     assert_int_equal(stor_delete(fx->e, "k1", 2), KV_OK);
     model_delete(&m, "k1", 2);
-    check_absent(fx->e, NULL, "k1", 2, "after delete");
-    check_all(fx->e, NULL, &m, "after delete");
+    cm_check_absent(fx->e, NULL, "k1", 2, "after delete");
+    cm_check_all(fx->e, NULL, &m, "after delete");
     /* A get replaces the buffer's contents rather than appending. */
     assert_int_equal(kv_buf_set(&v, "junk-junk-junk", 14), KV_OK);
     assert_int_equal(stor_get(fx->e, NULL, "k2", 2, &v), KV_OK);
@@ -629,15 +100,15 @@ static void test_overwrite(void **state)
     struct model m;
     model_init(&m);
     fx_open(fx, STOR_SYNC_ALWAYS);
-    put_str(fx->e, &m, "key", "a long first value, longer than the second");
-    put_str(fx->e, &m, "key", "short");
-    check_all(fx->e, NULL, &m, "after shrinking overwrite");
-    put_str(fx->e, &m, "key", "now a much longer third value that grows the record again");
-    put_str(fx->e, &m, "other", "x");
-    check_all(fx->e, NULL, &m, "after growing overwrite");
+    cm_put_str(fx->e, &m, "key", "a long first value, longer than the second");
+    cm_put_str(fx->e, &m, "key", "short");
+    cm_check_all(fx->e, NULL, &m, "after shrinking overwrite");
+    cm_put_str(fx->e, &m, "key", "now a much longer third value that grows the record again");
+    cm_put_str(fx->e, &m, "other", "x");
+    cm_check_all(fx->e, NULL, &m, "after growing overwrite");
     if (fx->persistent) {
         fx_reopen(fx);
-        check_all(fx->e, NULL, &m, "overwrite after reopen");
+        cm_check_all(fx->e, NULL, &m, "overwrite after reopen");
     }
     model_close(&m);
 }
@@ -650,17 +121,17 @@ static void test_delete_missing(void **state)
     fx_open(fx, STOR_SYNC_ALWAYS);
     /* Deleting an absent key is not an error (Raft replays applies). */
     assert_int_equal(stor_delete(fx->e, "nothing", 7), KV_OK);
-    put_str(fx->e, &m, "a", "1");
-    put_str(fx->e, &m, "c", "3");
+    cm_put_str(fx->e, &m, "a", "1");
+    cm_put_str(fx->e, &m, "c", "3");
     assert_int_equal(stor_delete(fx->e, "b", 1), KV_OK);
     assert_int_equal(stor_delete(fx->e, "a\0", 2), KV_OK);
     struct stor_batch b;
     stor_batch_init(&b);
     assert_int_equal(stor_batch_delete_range(&b, "d", 1, "z", 1), KV_OK);
     assert_int_equal(stor_batch_delete(&b, "zz", 2), KV_OK);
-    write_both(fx->e, &m, &b);
+    cm_write_both(fx->e, &m, &b);
     stor_batch_close(&b);
-    check_all(fx->e, NULL, &m, "after deletes of missing keys");
+    cm_check_all(fx->e, NULL, &m, "after deletes of missing keys");
     model_close(&m);
 }
 
@@ -677,7 +148,7 @@ static void test_batch_atomic_alloc_faults(void **state)
     struct model after;
     model_init(&before);
     fx_open(fx, STOR_SYNC_NONE);
-    fill(fx->e, &before, "k", 40);
+    cm_fill(fx->e, &before, "k", 40);
     struct stor_batch b;
     stor_batch_init(&b);
     for (int i = 0; i < 30; i++) {
@@ -699,7 +170,7 @@ static void test_batch_atomic_alloc_faults(void **state)
         long hits = kv_alloc_fault_hits();
         kv_alloc_fault_clear();
         if (rc == KV_OK) {
-            check_all(fx->e, NULL, &after, "after the batch succeeded");
+            cm_check_all(fx->e, NULL, &after, "after the batch succeeded");
             done = 1;
             break;
         }
@@ -709,7 +180,7 @@ static void test_batch_atomic_alloc_faults(void **state)
                      kv_errname(rc), stor_errmsg(fx->e));
         }
         if (rc == KV_ENOMEM) {
-            check_all(fx->e, NULL, &before, "after a batch failed with KV_ENOMEM");
+            cm_check_all(fx->e, NULL, &before, "after a batch failed with KV_ENOMEM");
             continue;
         }
         /* Any other failure: the engine may have poisoned itself. */
@@ -723,7 +194,7 @@ static void test_batch_atomic_alloc_faults(void **state)
         assert_int_equal(stor_iter_new(fx->e, NULL, "n", 1, "o", 1, &it), KV_OK);
         int applied = stor_iter_next(it, &k, &ks, &v, &vs) == KV_OK;
         stor_iter_free(it);
-        check_all(fx->e, NULL, applied ? &after : &before, "reopened after a failed batch");
+        cm_check_all(fx->e, NULL, applied ? &after : &before, "reopened after a failed batch");
         done = 1;
     }
     assert_true(done);
@@ -745,8 +216,8 @@ static void test_batch_sees_earlier_ops(void **state)
     struct model m;
     model_init(&m);
     fx_open(fx, STOR_SYNC_ALWAYS);
-    put_str(fx->e, &m, "a0", "old");
-    put_str(fx->e, &m, "z", "stays");
+    cm_put_str(fx->e, &m, "a0", "old");
+    cm_put_str(fx->e, &m, "z", "stays");
     struct stor_batch b;
     stor_batch_init(&b);
     /* Puts, then a delete-range that must remove them too. */
@@ -764,19 +235,19 @@ static void test_batch_sees_earlier_ops(void **state)
     /* Two puts of one key: the later wins. */
     assert_int_equal(stor_batch_put(&b, "e", 1, "first", 5), KV_OK);
     assert_int_equal(stor_batch_put(&b, "e", 1, "second", 6), KV_OK);
-    write_both(fx->e, &m, &b);
+    cm_write_both(fx->e, &m, &b);
     assert_int_equal(m.count, 5); /* a5, b, d, e, z: the model agrees */
-    check_all(fx->e, NULL, &m, "after a batch with dependent ops");
-    check_absent(fx->e, NULL, "a1", 2, "put then delete-range in one batch");
-    check_absent(fx->e, NULL, "c", 1, "put then delete in one batch");
+    cm_check_all(fx->e, NULL, &m, "after a batch with dependent ops");
+    cm_check_absent(fx->e, NULL, "a1", 2, "put then delete-range in one batch");
+    cm_check_absent(fx->e, NULL, "c", 1, "put then delete in one batch");
     if (fx->persistent) {
         fx_reopen(fx);
-        check_all(fx->e, NULL, &m, "dependent batch after reopen");
+        cm_check_all(fx->e, NULL, &m, "dependent batch after reopen");
     }
     /* An empty batch is a no-op. */
     stor_batch_clear(&b);
     assert_int_equal(stor_write(fx->e, &b), KV_OK);
-    check_all(fx->e, NULL, &m, "after an empty batch");
+    cm_check_all(fx->e, NULL, &m, "after an empty batch");
     stor_batch_close(&b);
     model_close(&m);
 }
@@ -792,32 +263,32 @@ static void test_persistence(void **state)
     struct model m;
     model_init(&m);
     fx_open(fx, STOR_SYNC_ALWAYS);
-    fill(fx->e, &m, "p", 300);
+    cm_fill(fx->e, &m, "p", 300);
     assert_int_equal(stor_delete(fx->e, "p00007", 6), KV_OK);
     model_delete(&m, "p00007", 6);
     struct stor_batch b;
     stor_batch_init(&b);
     assert_int_equal(stor_batch_delete_range(&b, "p00100", 6, "p00200", 6), KV_OK);
     assert_int_equal(stor_batch_put(&b, "p00150", 6, "", 0), KV_OK);
-    write_both(fx->e, &m, &b);
+    cm_write_both(fx->e, &m, &b);
     fx_reopen(fx);
-    check_all(fx->e, NULL, &m, "after close and reopen");
-    check_absent(fx->e, NULL, "p00007", 6, "deleted key after reopen");
-    check_absent(fx->e, NULL, "p00101", 6, "range-deleted key after reopen");
+    cm_check_all(fx->e, NULL, &m, "after close and reopen");
+    cm_check_absent(fx->e, NULL, "p00007", 6, "deleted key after reopen");
+    cm_check_absent(fx->e, NULL, "p00101", 6, "range-deleted key after reopen");
     /* A second generation on top of the recovered state. */
     stor_batch_clear(&b);
     assert_int_equal(stor_batch_delete_range(&b, "p00000", 6, "p00050", 6), KV_OK);
     assert_int_equal(stor_batch_put(&b, "p00007", 6, "again", 5), KV_OK);
-    write_both(fx->e, &m, &b);
+    cm_write_both(fx->e, &m, &b);
     fx_reopen(fx);
-    check_all(fx->e, NULL, &m, "after a second reopen");
+    cm_check_all(fx->e, NULL, &m, "after a second reopen");
     /* A clean close flushes writes made without sync. */
     stor_close(fx->e);
     fx->e = NULL;
     fx_open(fx, STOR_SYNC_NONE);
-    fill(fx->e, &m, "q", 200);
+    cm_fill(fx->e, &m, "q", 200);
     fx_reopen(fx);
-    check_all(fx->e, NULL, &m, "sync none writes after a clean close");
+    cm_check_all(fx->e, NULL, &m, "sync none writes after a clean close");
     stor_batch_close(&b);
     model_close(&m);
 }
@@ -876,7 +347,7 @@ static void random_op(struct kv_rng *r, struct stor_batch *b, uint8_t *value, si
     } else {
         n2 = random_key(r, k2);
     }
-    int c = key_cmp(k1, n1, k2, n2);
+    int c = cm_key_cmp(k1, n1, k2, n2);
     if (c == 0) {
         assert_int_equal(stor_batch_delete(b, k1, n1), KV_OK);
     } else if (c < 0) {
@@ -895,7 +366,7 @@ static void check_random_ranges(struct kv_rng *r, struct stor_engine *e, const s
         uint8_t k2[RANDOM_KEY_SIZE_MAX];
         size_t n1 = random_key(r, k1);
         size_t n2 = random_key(r, k2);
-        if (key_cmp(k1, n1, k2, n2) > 0) {
+        if (cm_key_cmp(k1, n1, k2, n2) > 0) {
             uint8_t t[RANDOM_KEY_SIZE_MAX];
             size_t tn = n1;
             memcpy(t, k1, n1);
@@ -906,8 +377,8 @@ static void check_random_ranges(struct kv_rng *r, struct stor_engine *e, const s
         }
         int open_start = kv_rng_below(r, 5) == 0;
         int open_end = kv_rng_below(r, 5) == 0;
-        check_range(e, NULL, m, open_start ? NULL : k1, n1, open_end ? NULL : k2, n2,
-                    "random range");
+        cm_check_range(e, NULL, m, open_start ? NULL : k1, n1, open_end ? NULL : k2, n2,
+                       "random range");
     }
 }
 
@@ -918,7 +389,7 @@ static void test_random_against_model(void **state)
     struct model m;
     struct stor_batch b;
     size_t value_cap = 20000;
-    uint8_t *value = xmalloc(value_cap);
+    uint8_t *value = cm_xmalloc(value_cap);
     kv_rng_seed(&r, 20261125);
     model_init(&m);
     stor_batch_init(&b);
@@ -932,25 +403,25 @@ static void test_random_against_model(void **state)
             for (int i = 0; i < n; i++) {
                 random_op(&r, &b, value, value_cap);
             }
-            write_both(fx->e, &m, &b);
+            cm_write_both(fx->e, &m, &b);
         } else if (dice < 80) {
             random_op(&r, &b, value, value_cap);
-            write_both(fx->e, &m, &b);
+            cm_write_both(fx->e, &m, &b);
         } else {
             uint8_t k[RANDOM_KEY_SIZE_MAX];
             size_t n = random_key(&r, k);
             long i = model_find(&m, k, n);
             if (i < 0) {
-                check_absent(fx->e, NULL, k, n, "random get");
+                cm_check_absent(fx->e, NULL, k, n, "random get");
             }
         }
         if (op % RANDOM_CHECK_EVERY == 0) {
-            check_all(fx->e, NULL, &m, "random ops, periodic full check");
+            cm_check_all(fx->e, NULL, &m, "random ops, periodic full check");
             check_random_ranges(&r, fx->e, &m, 10);
         }
         if (fx->persistent && op % RANDOM_REOPEN_EVERY == 0) {
             fx_reopen(fx);
-            check_all(fx->e, NULL, &m, "random ops, after reopen");
+            cm_check_all(fx->e, NULL, &m, "random ops, after reopen");
         }
     }
     check_random_ranges(&r, fx->e, &m, 100);
@@ -968,12 +439,12 @@ static const char *const bound_keys[] = {"a", "ab", "abc", "abd", "b", "ba", "\x
 static void fill_bound_keys(struct stor_engine *e, struct model *m)
 {
     for (size_t i = 0; i < BOUND_KEY_COUNT; i++) {
-        put_str(e, m, bound_keys[i], bound_keys[i]);
+        cm_put_str(e, m, bound_keys[i], bound_keys[i]);
     }
     /* Keys with NUL bytes, which C strings cannot spell. */
-    put_both(e, m, "\0", 1, "nul", 3);
-    put_both(e, m, "\0\0", 2, "nulnul", 6);
-    put_both(e, m, "a\0", 2, "a-nul", 5);
+    cm_put_both(e, m, "\0", 1, "nul", 3);
+    cm_put_both(e, m, "\0\0", 2, "nulnul", 6);
+    cm_put_both(e, m, "a\0", 2, "a-nul", 5);
 }
 
 static void test_iteration_bounds(void **state)
@@ -982,8 +453,8 @@ static void test_iteration_bounds(void **state)
     struct model m;
     model_init(&m);
     fx_open(fx, STOR_SYNC_NONE);
-    check_range(fx->e, NULL, &m, NULL, 0, NULL, 0, "empty engine");
-    check_range(fx->e, NULL, &m, "a", 1, "b", 1, "empty engine, bounded");
+    cm_check_range(fx->e, NULL, &m, NULL, 0, NULL, 0, "empty engine");
+    cm_check_range(fx->e, NULL, &m, "a", 1, "b", 1, "empty engine, bounded");
     fill_bound_keys(fx->e, &m);
     struct {
         const char *start; /* NULL: unbounded */
@@ -1004,15 +475,15 @@ static void test_iteration_bounds(void **state)
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         char what[64];
         snprintf(what, sizeof what, "bounds case %zu", i);
-        check_range(fx->e, NULL, &m, ranges[i].start, ranges[i].start_size, ranges[i].end,
-                    ranges[i].end_size, what);
+        cm_check_range(fx->e, NULL, &m, ranges[i].start, ranges[i].start_size, ranges[i].end,
+                       ranges[i].end_size, what);
     }
     /* The same through an explicit view. */
     struct stor_view *v;
     assert_int_equal(stor_view_new(fx->e, &v), KV_OK);
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
-        check_range(fx->e, v, &m, ranges[i].start, ranges[i].start_size, ranges[i].end,
-                    ranges[i].end_size, "bounds through a view");
+        cm_check_range(fx->e, v, &m, ranges[i].start, ranges[i].start_size, ranges[i].end,
+                       ranges[i].end_size, "bounds through a view");
     }
     stor_view_free(v);
     model_close(&m);
@@ -1025,7 +496,7 @@ static void test_delete_range(void **state)
     model_init(&m);
     fx_open(fx, STOR_SYNC_NONE);
     fill_bound_keys(fx->e, &m);
-    fill(fx->e, &m, "r", 100);
+    cm_fill(fx->e, &m, "r", 100);
     struct {
         const char *start;
         size_t start_size;
@@ -1048,19 +519,19 @@ static void test_delete_range(void **state)
         assert_int_equal(stor_batch_delete_range(&b, ranges[i].start, ranges[i].start_size,
                                                  ranges[i].end, ranges[i].end_size),
                          KV_OK);
-        write_both(fx->e, &m, &b);
+        cm_write_both(fx->e, &m, &b);
         stor_batch_close(&b);
         snprintf(what, sizeof what, "after delete-range case %zu", i);
-        check_all(fx->e, NULL, &m, what);
+        cm_check_all(fx->e, NULL, &m, what);
     }
     assert_int_equal(m.count, 0);
     if (fx->persistent) {
         fx_reopen(fx);
-        check_all(fx->e, NULL, &m, "range deletes after reopen");
+        cm_check_all(fx->e, NULL, &m, "range deletes after reopen");
     }
     /* Keys written after a range delete over them are visible. */
-    fill(fx->e, &m, "r", 10);
-    check_all(fx->e, NULL, &m, "puts after range deletes");
+    cm_fill(fx->e, &m, "r", 10);
+    cm_check_all(fx->e, NULL, &m, "puts after range deletes");
     model_close(&m);
 }
 
@@ -1079,28 +550,28 @@ static void test_view_isolation(void **state)
     model_init(&now);
     stor_batch_init(&b);
     fx_open(fx, STOR_SYNC_NONE);
-    fill(fx->e, &now, "v", 200);
+    cm_fill(fx->e, &now, "v", 200);
     model_copy(&m0, &now);
     assert_int_equal(stor_view_new(fx->e, &v0), KV_OK);
     /* An iterator without a view owns one: writes after it started are
      * invisible to it too. Read a few keys, then change everything. */
     assert_int_equal(stor_iter_new(fx->e, NULL, NULL, 0, NULL, 0, &it), KV_OK);
 
-    fill(fx->e, &now, "w", 50);
-    put_str(fx->e, &now, "v00001", "overwritten");
+    cm_fill(fx->e, &now, "w", 50);
+    cm_put_str(fx->e, &now, "v00001", "overwritten");
     assert_int_equal(stor_delete(fx->e, "v00002", 6), KV_OK);
     model_delete(&now, "v00002", 6);
     assert_int_equal(stor_batch_delete_range(&b, "v00100", 6, "v00150", 6), KV_OK);
-    write_both(fx->e, &now, &b);
+    cm_write_both(fx->e, &now, &b);
     model_copy(&m1, &now);
     assert_int_equal(stor_view_new(fx->e, &v1), KV_OK);
 
     stor_batch_clear(&b);
     assert_int_equal(stor_batch_delete_range(&b, "v", 1, "x", 1), KV_OK);
-    write_both(fx->e, &now, &b);
-    put_str(fx->e, &now, "v00003", "reborn");
+    cm_write_both(fx->e, &now, &b);
+    cm_put_str(fx->e, &now, "v00003", "reborn");
     assert_int_equal(stor_compact(fx->e), KV_OK);
-    fill(fx->e, &now, "z", 20);
+    cm_fill(fx->e, &now, "z", 20);
 
     /* The view-less iterator still yields the first content. */
     size_t n = 0;
@@ -1120,15 +591,15 @@ static void test_view_isolation(void **state)
     assert_int_equal(n, m0.count);
     stor_iter_free(it);
 
-    check_all(fx->e, v0, &m0, "view made before writes");
-    check_absent(fx->e, v0, "w00001", 6, "view made before the key was put");
-    check_all(fx->e, v1, &m1, "second view");
-    check_range(fx->e, v1, &m1, "v00090", 6, "v00160", 6, "second view, sub-range");
-    check_absent(fx->e, v1, "z00001", 6, "second view, key put later");
-    check_all(fx->e, NULL, &now, "latest state");
+    cm_check_all(fx->e, v0, &m0, "view made before writes");
+    cm_check_absent(fx->e, v0, "w00001", 6, "view made before the key was put");
+    cm_check_all(fx->e, v1, &m1, "second view");
+    cm_check_range(fx->e, v1, &m1, "v00090", 6, "v00160", 6, "second view, sub-range");
+    cm_check_absent(fx->e, v1, "z00001", 6, "second view, key put later");
+    cm_check_all(fx->e, NULL, &now, "latest state");
     stor_view_free(v0);
     stor_view_free(v1);
-    check_all(fx->e, NULL, &now, "latest state after freeing views");
+    cm_check_all(fx->e, NULL, &now, "latest state after freeing views");
     stor_batch_close(&b);
     model_close(&m0);
     model_close(&m1);
@@ -1205,20 +676,20 @@ static void fill_export_source(struct stor_engine *e, struct model *m)
     struct kv_rng r;
     kv_rng_seed(&r, 99);
     kv_rng_fill(&r, big, sizeof big);
-    fill(e, m, "s", 300);
+    cm_fill(e, m, "s", 300);
     fill_bound_keys(e, m);
-    put_both(e, m, "empty", 5, "", 0);
-    put_both(e, m, "big", 3, big, sizeof big);
+    cm_put_both(e, m, "empty", 5, "", 0);
+    cm_put_both(e, m, "big", 3, big, sizeof big);
 }
 
 /* Opens engine `name` in <dir>/<tag>-<name>; returns 0 and prints why when
  * the engine is not built yet. */
 static int open_named(const char *dir, const char *tag, const char *name, struct stor_engine **out)
 {
-    char path[PATH_SIZE_MAX];
+    char path[CM_PATH_SIZE_MAX];
     char errmsg[KV_ERRMSG_SIZE];
     snprintf(path, sizeof path, "%s/%s-%s", dir, tag, name);
-    int rc = open_engine(name, path, STOR_SYNC_NONE, out, errmsg);
+    int rc = cm_open_engine(name, path, STOR_SYNC_NONE, out, errmsg);
     if (rc == KV_EUNSUPPORTED) {
         return 0;
     }
@@ -1244,8 +715,8 @@ static void export_ingest_pair(const char *dir, struct stor_engine *src, const s
     }
     struct model junk;
     model_init(&junk);
-    fill(dst, &junk, "junk", 50);
-    put_both(dst, &junk, "s00001", 6, "to be replaced", 14);
+    cm_fill(dst, &junk, "junk", 50);
+    cm_put_both(dst, &junk, "s00001", 6, "to be replaced", 14);
     model_close(&junk);
     struct chunks c;
     export_range(src, NULL, 0, NULL, 0, EXPORT_CHUNK_BYTES, &c);
@@ -1257,7 +728,7 @@ static void export_ingest_pair(const char *dir, struct stor_engine *src, const s
     }
     char what[96];
     snprintf(what, sizeof what, "export %s -> ingest %s", stor_name(src), dst_name);
-    check_all(dst, NULL, m, what);
+    cm_check_all(dst, NULL, m, what);
     printf("# export/ingest %s -> %s: ok (%zu chunks, %zu keys)\n", stor_name(src), dst_name,
            c.count, m->count);
     chunks_close(&c);
@@ -1297,11 +768,11 @@ static void test_export_ingest_pairs(void **state)
 static void make_range_source(struct stor_engine **src, struct model *m)
 {
     char errmsg[KV_ERRMSG_SIZE];
-    assert_int_equal(open_engine("memory", NULL, STOR_SYNC_NONE, src, errmsg), KV_OK);
+    assert_int_equal(cm_open_engine("memory", NULL, STOR_SYNC_NONE, src, errmsg), KV_OK);
     model_init(m);
-    fill(*src, m, "c", 60);
-    fill(*src, m, "d", 60);
-    put_both(*src, m, "e\0", 2, "", 0);
+    cm_fill(*src, m, "c", 60);
+    cm_fill(*src, m, "d", 60);
+    cm_put_both(*src, m, "e\0", 2, "", 0);
 }
 
 static void test_ingest_replaces_range(void **state)
@@ -1314,20 +785,20 @@ static void test_ingest_replaces_range(void **state)
     make_range_source(&src, &from);
     fx_open(fx, STOR_SYNC_NONE);
     model_init(&want);
-    fill(fx->e, &want, "a", 20);
-    fill(fx->e, &want, "c", 80); /* inside: replaced (c00060.. go away) */
-    fill(fx->e, &want, "f", 20); /* "f" is the end bound: stays */
-    put_both(fx->e, &want, "c", 1, "the start bound itself", 22);
-    put_both(fx->e, &want, "e\xff", 2, "inside", 6);
+    cm_fill(fx->e, &want, "a", 20);
+    cm_fill(fx->e, &want, "c", 80); /* inside: replaced (c00060.. go away) */
+    cm_fill(fx->e, &want, "f", 20); /* "f" is the end bound: stays */
+    cm_put_both(fx->e, &want, "c", 1, "the start bound itself", 22);
+    cm_put_both(fx->e, &want, "e\xff", 2, "inside", 6);
 
     export_range(src, "c", 1, "f", 1, 1024, &c);
     assert_int_equal(ingest_chunks(fx->e, "c", 1, "f", 1, &c, c.count), KV_OK);
     model_delete_range(&want, "c", 1, "f", 1);
     for (size_t i = 0; i < from.count; i++) {
-        const struct entry *x = &from.items[i];
+        const struct model_entry *x = &from.items[i];
         model_put(&want, x->key, x->key_size, x->value, x->value_size);
     }
-    check_all(fx->e, NULL, &want, "after ingest into [c, f)");
+    cm_check_all(fx->e, NULL, &want, "after ingest into [c, f)");
     chunks_close(&c);
 
     /* Unbounded above: [d, NULL) gets exactly the source's d-keys, and the
@@ -1336,10 +807,10 @@ static void test_ingest_replaces_range(void **state)
     assert_int_equal(ingest_chunks(fx->e, "d", 1, NULL, 0, &c, c.count), KV_OK);
     model_delete_range(&want, "d", 1, NULL, 0);
     for (size_t i = model_lower(&from, "d", 1); i < from.count; i++) {
-        const struct entry *x = &from.items[i];
+        const struct model_entry *x = &from.items[i];
         model_put(&want, x->key, x->key_size, x->value, x->value_size);
     }
-    check_all(fx->e, NULL, &want, "after ingest into [d, end)");
+    cm_check_all(fx->e, NULL, &want, "after ingest into [d, end)");
     chunks_close(&c);
 
     /* An empty stream empties the range. */
@@ -1347,7 +818,7 @@ static void test_ingest_replaces_range(void **state)
     assert_int_equal(c.count, 1);
     assert_int_equal(ingest_chunks(fx->e, NULL, 0, "b", 1, &c, c.count), KV_OK);
     model_delete_range(&want, NULL, 0, "b", 1);
-    check_all(fx->e, NULL, &want, "after an empty ingest into [start, b)");
+    cm_check_all(fx->e, NULL, &want, "after an empty ingest into [start, b)");
     chunks_close(&c);
     stor_close(src);
     model_close(&from);
@@ -1362,7 +833,7 @@ static void expect_ingest_error(struct fixture *fx, const struct model *before, 
                  kv_errname(want), stor_errmsg(fx->e));
     }
     if (before != NULL) {
-        check_all(fx->e, NULL, before, what);
+        cm_check_all(fx->e, NULL, before, what);
     }
 }
 
@@ -1379,8 +850,8 @@ static void test_ingest_rejects_bad_streams(void **state)
     assert_true(c.count >= 3);
     fx_open(fx, STOR_SYNC_NONE);
     model_init(&before);
-    fill(fx->e, &before, "c", 5);
-    fill(fx->e, &before, "z", 5);
+    cm_fill(fx->e, &before, "c", 5);
+    cm_fill(fx->e, &before, "z", 5);
 
     /* A flipped byte anywhere (payload, header, checksum) is KV_ECORRUPT,
      * and the rejected first chunk must not even clear the range. */
@@ -1440,10 +911,10 @@ static void test_ingest_rejects_bad_streams(void **state)
     assert_int_equal(ingest_chunks(fx->e, "c", 1, "f", 1, &c, c.count), KV_OK);
     model_delete_range(&before, "c", 1, "f", 1);
     for (size_t i = 0; i < from.count; i++) {
-        const struct entry *x = &from.items[i];
+        const struct model_entry *x = &from.items[i];
         model_put(&before, x->key, x->key_size, x->value, x->value_size);
     }
-    check_all(fx->e, NULL, &before, "good stream after bad ones");
+    cm_check_all(fx->e, NULL, &before, "good stream after bad ones");
     chunks_close(&c);
     stor_close(src);
     model_close(&from);
@@ -1466,17 +937,17 @@ static void test_binary_keys(void **state)
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char value[32];
         int vs = snprintf(value, sizeof value, "value %zu", i);
-        put_both(fx->e, &m, keys[i].key, keys[i].size, value, (size_t)vs);
+        cm_put_both(fx->e, &m, keys[i].key, keys[i].size, value, (size_t)vs);
     }
-    check_all(fx->e, NULL, &m, "binary keys");
-    check_range(fx->e, NULL, &m, "a\0", 2, "a\0c", 3, "binary keys, range with NULs");
-    check_absent(fx->e, NULL, "a\0d", 3, "binary key sharing a prefix");
+    cm_check_all(fx->e, NULL, &m, "binary keys");
+    cm_check_range(fx->e, NULL, &m, "a\0", 2, "a\0c", 3, "binary keys, range with NULs");
+    cm_check_absent(fx->e, NULL, "a\0d", 3, "binary key sharing a prefix");
     assert_int_equal(stor_delete(fx->e, "a\0b", 3), KV_OK);
     model_delete(&m, "a\0b", 3);
-    check_all(fx->e, NULL, &m, "binary keys after a delete");
+    cm_check_all(fx->e, NULL, &m, "binary keys after a delete");
     if (fx->persistent) {
         fx_reopen(fx);
-        check_all(fx->e, NULL, &m, "binary keys after reopen");
+        cm_check_all(fx->e, NULL, &m, "binary keys after reopen");
     }
     model_close(&m);
 }
@@ -1489,18 +960,18 @@ static void test_empty_values(void **state)
     model_init(&m);
     kv_buf_init(&v);
     fx_open(fx, STOR_SYNC_ALWAYS);
-    put_both(fx->e, &m, "e1", 2, "", 0);
-    put_both(fx->e, &m, "e2", 2, NULL, 0);
-    put_str(fx->e, &m, "e3", "non-empty");
-    put_both(fx->e, &m, "e3", 2, "", 0); /* overwrite with empty */
+    cm_put_both(fx->e, &m, "e1", 2, "", 0);
+    cm_put_both(fx->e, &m, "e2", 2, NULL, 0);
+    cm_put_str(fx->e, &m, "e3", "non-empty");
+    cm_put_both(fx->e, &m, "e3", 2, "", 0); /* overwrite with empty */
     /* Empty is a value, not an absence. */
     assert_int_equal(kv_buf_set(&v, "junk", 4), KV_OK);
     assert_int_equal(stor_get(fx->e, NULL, "e1", 2, &v), KV_OK);
     assert_int_equal(v.size, 0);
-    check_all(fx->e, NULL, &m, "empty values");
+    cm_check_all(fx->e, NULL, &m, "empty values");
     if (fx->persistent) {
         fx_reopen(fx);
-        check_all(fx->e, NULL, &m, "empty values after reopen");
+        cm_check_all(fx->e, NULL, &m, "empty values after reopen");
     }
     kv_buf_close(&v);
     model_close(&m);
@@ -1511,28 +982,28 @@ static void test_big_values(void **state)
     struct fixture *fx = *state;
     struct model m;
     struct kv_rng r;
-    uint8_t *big = xmalloc(BIG_VALUE_SIZE);
+    uint8_t *big = cm_xmalloc(BIG_VALUE_SIZE);
     kv_rng_seed(&r, 16);
     kv_rng_fill(&r, big, BIG_VALUE_SIZE);
     model_init(&m);
     fx_open(fx, STOR_SYNC_ALWAYS);
-    put_str(fx->e, &m, "before", "small");
-    put_both(fx->e, &m, "big", 3, big, BIG_VALUE_SIZE);
-    put_str(fx->e, &m, "c-after", "small");
-    check_all(fx->e, NULL, &m, "16 MiB value");
+    cm_put_str(fx->e, &m, "before", "small");
+    cm_put_both(fx->e, &m, "big", 3, big, BIG_VALUE_SIZE);
+    cm_put_str(fx->e, &m, "c-after", "small");
+    cm_check_all(fx->e, NULL, &m, "16 MiB value");
     /* A second one in a batch with small ops, then an overwrite. */
     big[0] ^= 1;
     struct stor_batch b;
     stor_batch_init(&b);
     assert_int_equal(stor_batch_put(&b, "big2", 4, big, BIG_VALUE_SIZE), KV_OK);
     assert_int_equal(stor_batch_put(&b, "small", 5, "s", 1), KV_OK);
-    write_both(fx->e, &m, &b);
+    cm_write_both(fx->e, &m, &b);
     stor_batch_close(&b);
-    put_both(fx->e, &m, "big", 3, big + 1, BIG_VALUE_SIZE - 1);
-    check_all(fx->e, NULL, &m, "16 MiB values in a batch and overwritten");
+    cm_put_both(fx->e, &m, "big", 3, big + 1, BIG_VALUE_SIZE - 1);
+    cm_check_all(fx->e, NULL, &m, "16 MiB values in a batch and overwritten");
     if (fx->persistent) {
         fx_reopen(fx);
-        check_all(fx->e, NULL, &m, "16 MiB values after reopen");
+        cm_check_all(fx->e, NULL, &m, "16 MiB values after reopen");
     }
     model_close(&m);
     free(big);
@@ -1549,14 +1020,14 @@ static void test_key_size_limits(void **state)
     memset(key, 'k', sizeof key);
     key[7] = 0; /* a NUL inside, for good measure */
     fx_open(fx, STOR_SYNC_NONE);
-    put_both(fx->e, &m, key, STOR_KEY_SIZE_MAX, "max", 3);
+    cm_put_both(fx->e, &m, key, STOR_KEY_SIZE_MAX, "max", 3);
     key[STOR_KEY_SIZE_MAX - 1] = 'j';
-    put_both(fx->e, &m, key, STOR_KEY_SIZE_MAX, "max-1", 5);
-    check_all(fx->e, NULL, &m, "keys of the maximum size");
-    check_range(fx->e, NULL, &m, key, STOR_KEY_SIZE_MAX, NULL, 0, "range from a max-size key");
+    cm_put_both(fx->e, &m, key, STOR_KEY_SIZE_MAX, "max-1", 5);
+    cm_check_all(fx->e, NULL, &m, "keys of the maximum size");
+    cm_check_range(fx->e, NULL, &m, key, STOR_KEY_SIZE_MAX, NULL, 0, "range from a max-size key");
     assert_int_equal(stor_delete(fx->e, key, STOR_KEY_SIZE_MAX), KV_OK);
     model_delete(&m, key, STOR_KEY_SIZE_MAX);
-    check_all(fx->e, NULL, &m, "after deleting a max-size key");
+    cm_check_all(fx->e, NULL, &m, "after deleting a max-size key");
 
     /* One byte over: refused everywhere, and nothing changes. */
     size_t over = STOR_KEY_SIZE_MAX + 1;
@@ -1575,7 +1046,7 @@ static void test_key_size_limits(void **state)
     assert_int_equal(stor_put(fx->e, "k", 1, "v", STOR_VALUE_SIZE_MAX + 1), KV_ETOOBIG);
     assert_int_equal(b.count, 0);
     assert_true(stor_errmsg(fx->e)[0] != '\0');
-    check_all(fx->e, NULL, &m, "after refused oversized keys");
+    cm_check_all(fx->e, NULL, &m, "after refused oversized keys");
     stor_batch_close(&b);
     kv_buf_close(&v);
     model_close(&m);
@@ -1591,7 +1062,7 @@ static void test_empty_key(void **state)
     kv_buf_init(&v);
     stor_batch_init(&b);
     fx_open(fx, STOR_SYNC_NONE);
-    put_str(fx->e, &m, "a", "1");
+    cm_put_str(fx->e, &m, "a", "1");
     assert_int_equal(stor_put(fx->e, "", 0, "v", 1), KV_EINVAL);
     assert_true(stor_errmsg(fx->e)[0] != '\0');
     assert_int_equal(stor_get(fx->e, NULL, "", 0, &v), KV_EINVAL);
@@ -1605,7 +1076,7 @@ static void test_empty_key(void **state)
     assert_int_equal(stor_batch_delete_range(&b, "a", 1, "a", 1), KV_EINVAL);
     assert_int_equal(b.count, 0);
     assert_int_equal(b.rep.size, 0);
-    check_all(fx->e, NULL, &m, "after refused empty keys");
+    cm_check_all(fx->e, NULL, &m, "after refused empty keys");
     stor_batch_close(&b);
     kv_buf_close(&v);
     model_close(&m);
@@ -1650,15 +1121,15 @@ static void test_stats(void **state)
     if (st.key_count_exact) {
         assert_int_equal(st.key_count, 0);
     }
-    fill(fx->e, &m, "s", 1000);
-    put_str(fx->e, &m, "s00001", "overwrite: not a new key");
+    cm_fill(fx->e, &m, "s", 1000);
+    cm_put_str(fx->e, &m, "s00001", "overwrite: not a new key");
     assert_int_equal(stor_delete(fx->e, "s00002", 6), KV_OK);
     model_delete(&m, "s00002", 6);
     assert_int_equal(stor_delete(fx->e, "missing", 7), KV_OK);
     struct stor_batch b;
     stor_batch_init(&b);
     assert_int_equal(stor_batch_delete_range(&b, "s00100", 6, "s00200", 6), KV_OK);
-    write_both(fx->e, &m, &b);
+    cm_write_both(fx->e, &m, &b);
     stor_batch_close(&b);
     assert_int_equal(m.count, 899);
     assert_int_equal(stor_stats(fx->e, &st), KV_OK);
@@ -1691,27 +1162,27 @@ static void test_compact(void **state)
     fx_open(fx, STOR_SYNC_NONE);
     assert_int_equal(stor_compact(fx->e), KV_OK); /* on an empty engine */
     for (int round = 0; round < 4; round++) {
-        fill(fx->e, &m, "c", 500);
+        cm_fill(fx->e, &m, "c", 500);
     }
     struct stor_batch b;
     stor_batch_init(&b);
     assert_int_equal(stor_batch_delete_range(&b, "c00000", 6, "c00250", 6), KV_OK);
-    write_both(fx->e, &m, &b);
+    cm_write_both(fx->e, &m, &b);
     stor_batch_close(&b);
-    put_both(fx->e, &m, "c00010", 6, "", 0);
+    cm_put_both(fx->e, &m, "c00010", 6, "", 0);
     assert_int_equal(stor_compact(fx->e), KV_OK);
-    check_all(fx->e, NULL, &m, "after compact");
-    fill(fx->e, &m, "d", 100);
+    cm_check_all(fx->e, NULL, &m, "after compact");
+    cm_fill(fx->e, &m, "d", 100);
     assert_int_equal(stor_compact(fx->e), KV_OK);
     assert_int_equal(stor_compact(fx->e), KV_OK);
-    check_all(fx->e, NULL, &m, "after two more compactions");
+    cm_check_all(fx->e, NULL, &m, "after two more compactions");
     assert_int_equal(stor_stats(fx->e, &st), KV_OK);
     if (st.key_count_exact) {
         assert_int_equal(st.key_count, m.count);
     }
     if (fx->persistent) {
         fx_reopen(fx);
-        check_all(fx->e, NULL, &m, "compacted content after reopen");
+        cm_check_all(fx->e, NULL, &m, "compacted content after reopen");
     }
     model_close(&m);
 }
@@ -1765,7 +1236,7 @@ static void write_damage_dataset(struct fixture *fx)
     stor_batch_init(&b);
     fx_open(fx, STOR_SYNC_ALWAYS);
     for (size_t i = 0; i < m.count; i++) {
-        const struct entry *x = &m.items[i];
+        const struct model_entry *x = &m.items[i];
         assert_int_equal(stor_batch_put(&b, x->key, x->key_size, x->value, x->value_size), KV_OK);
         if (b.count == DAMAGE_BATCH_KEYS || i + 1 == m.count) {
             assert_int_equal(stor_write(fx->e, &b), KV_OK);
@@ -1775,7 +1246,7 @@ static void write_damage_dataset(struct fixture *fx)
             assert_int_equal(stor_compact(fx->e), KV_OK);
         }
     }
-    check_all(fx->e, NULL, &m, "damage dataset before damage");
+    cm_check_all(fx->e, NULL, &m, "damage dataset before damage");
     stor_close(fx->e);
     fx->e = NULL;
     stor_batch_close(&b);
@@ -1794,11 +1265,11 @@ static int damaged_child(const char *engine, const char *path, const char *label
     struct model m;
     struct stor_engine *e;
     char errmsg[KV_ERRMSG_SIZE];
-    char s1[SHOW_SIZE];
+    char s1[CM_SHOW_SIZE];
     alarm(DAMAGE_CHILD_TIMEOUT_S);
     /* Sync always, as the data was written: an engine may treat a damaged
      * log tail as a torn unsynced write when opened without sync. */
-    int rc = open_engine(engine, path, STOR_SYNC_ALWAYS, &e, errmsg);
+    int rc = cm_open_engine(engine, path, STOR_SYNC_ALWAYS, &e, errmsg);
     if (rc != KV_OK) {
         int names_path = strstr(errmsg, path) != NULL;
         printf("# damage %s: open refused: %s: %s%s\n", label, kv_errname(rc), errmsg,
@@ -1813,12 +1284,12 @@ static int damaged_child(const char *engine, const char *path, const char *label
     size_t errors = 0;
     int wrong = 0;
     for (size_t i = 0; i < m.count; i++) {
-        const struct entry *x = &m.items[i];
+        const struct model_entry *x = &m.items[i];
         rc = stor_get(e, NULL, x->key, x->key_size, &v);
         if (rc == KV_OK) {
             if (v.size != x->value_size || memcmp(v.data, x->value, v.size) != 0) {
                 printf("# damage %s: WRONG VALUE for %s (%zu bytes, want %zu)\n", label,
-                       show(x->key, x->key_size, s1), v.size, x->value_size);
+                       cm_show(x->key, x->key_size, s1), v.size, x->value_size);
                 wrong = 1;
             } else {
                 ok++;
@@ -1842,7 +1313,7 @@ static int damaged_child(const char *engine, const char *path, const char *label
         long i = model_find(&m, k, ks);
         if (i < 0 || seen[i] || vs != m.items[i].value_size ||
             memcmp(val, m.items[i].value, vs) != 0) {
-            printf("# damage %s: WRONG ITERATION: %s %s\n", label, show(k, ks, s1),
+            printf("# damage %s: WRONG ITERATION: %s %s\n", label, cm_show(k, ks, s1),
                    i < 0     ? "was never written"
                    : seen[i] ? "seen twice"
                              : "has a wrong value");
@@ -1875,7 +1346,7 @@ static const char *const damage_mode_names[DAMAGE_MODE_COUNT] = {
 
 static int damage_file(const char *dir, const char *file, int mode, uint64_t seed)
 {
-    char path[PATH_SIZE_MAX];
+    char path[CM_PATH_SIZE_MAX];
     struct stat st;
     snprintf(path, sizeof path, "%s/%s", dir, file);
     assert_int_equal(stat(path, &st), 0);
@@ -1942,17 +1413,17 @@ static void test_damaged_files(void **state)
             continue;
         }
         for (int mode = 0; mode < DAMAGE_MODE_COUNT; mode++) {
-            char copy[PATH_SIZE_MAX];
-            char label[PATH_SIZE_MAX];
+            char copy[CM_PATH_SIZE_MAX];
+            char label[CM_PATH_SIZE_MAX];
             snprintf(copy, sizeof copy, "%s/damaged-%zu-%d", fx->dir, i, mode);
-            copy_tree(fx->db_path, copy);
+            cm_copy_tree(fx->db_path, copy);
             if (damage_file(copy, t.paths[i], mode, i * 2 + (size_t)mode)) {
                 snprintf(label, sizeof label, "%s %s (%s)", fx->engine, t.paths[i],
                          damage_mode_names[mode]);
                 cases++;
                 failures += run_damaged_child(fx->engine, copy, label);
             }
-            remove_tree(copy);
+            cm_remove_tree(copy);
         }
     }
     tree_free(&t);
@@ -1961,38 +1432,7 @@ static void test_damaged_files(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* ---- main ------------------------------------------------------------------- */
-
-/* Returns 1 when `engine` can be opened here, 0 when it is not built yet. */
-static int engine_available(const char *engine)
-{
-    char dir[PATH_SIZE_MAX];
-    char path[PATH_SIZE_MAX];
-    char errmsg[KV_ERRMSG_SIZE];
-    struct stor_engine *e;
-    snprintf(dir, sizeof dir, "/tmp/conf-probe-%s-XXXXXX", engine);
-    if (mkdtemp(dir) == NULL) {
-        perror("mkdtemp");
-        exit(1);
-    }
-    snprintf(path, sizeof path, "%s/db", dir);
-    int rc = open_engine(engine, path, STOR_SYNC_NONE, &e, errmsg);
-    if (rc == KV_OK) {
-        stor_close(e);
-    }
-    remove_tree(dir);
-    if (rc == KV_EUNSUPPORTED) {
-        return 0;
-    }
-    if (rc != KV_OK) {
-        fprintf(stderr, "test_conformance: cannot open %s: %s: %s\n", engine, kv_errname(rc),
-                errmsg);
-        exit(1);
-    }
-    return 1;
-}
-
-#define CASE(f) cmocka_unit_test_prestate_setup_teardown(f, setup, teardown, &suite)
+#define CASE(f) cmocka_unit_test_prestate_setup_teardown(f, cm_setup, cm_teardown, &suite)
 
 int main(int argc, char **argv)
 {
@@ -2011,8 +1451,8 @@ int main(int argc, char **argv)
             cmocka_set_test_filter(argv[2]);
         }
     }
-    struct suite suite = {.engine = argv[1]};
-    if (!engine_available(suite.engine)) {
+    struct cm_suite suite = {.engine = argv[1]};
+    if (!cm_engine_available(suite.engine)) {
         printf("# engine %s is not built yet (KV_EUNSUPPORTED): skipped\n", suite.engine);
         return EXIT_SKIPPED;
     }
