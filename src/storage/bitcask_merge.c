@@ -55,7 +55,8 @@ struct merge {
 static int merge_flush(struct merge *m, struct merge_out *o)
 {
     int rc = stor__bitcask_write_all(o->file->fd, o->data.data, o->data.size,
-                                     o->file->size - o->data.size, "merge file", m->e->base.errmsg);
+                                     o->file->size - o->data.size, "merge file",
+                                     stor__errbuf(&m->e->base));
     kv_buf_clear(&o->data);
     return rc;
 }
@@ -73,7 +74,8 @@ static int merge_new_out(struct merge *m)
     kv_buf_init(&o->data);
     kv_buf_init(&o->hint);
     int fd;
-    int rc = stor__bitcask_create_file(e, e->next_file_id, "merge.tmp", &fd, e->base.errmsg);
+    int rc =
+        stor__bitcask_create_file(e, e->next_file_id, "merge.tmp", &fd, stor__errbuf(&e->base));
     if (rc != KV_OK) {
         return rc;
     }
@@ -173,7 +175,7 @@ static int merge_finish_outputs(struct merge *m)
         struct merge_out *o = &m->outs[i];
         int rc = merge_flush(m, o);
         if (rc == KV_OK) {
-            rc = stor__bitcask_sync_file(o->file->fd, "merge file", e->base.errmsg);
+            rc = stor__bitcask_sync_file(o->file->fd, "merge file", stor__errbuf(&e->base));
         }
         uint8_t t[BITCASK_HINT_TRAILER_SIZE];
         kv_store_u32(t, BITCASK_HINT_MAGIC);
@@ -187,14 +189,14 @@ static int merge_finish_outputs(struct merge *m)
         }
         kv_store_u32(o->hint.data + o->hint.size - 4, kv_crc32c(0, o->hint.data, o->hint.size - 4));
         int fd;
-        rc = stor__bitcask_create_file(e, o->file->id, "hint.tmp", &fd, e->base.errmsg);
+        rc = stor__bitcask_create_file(e, o->file->id, "hint.tmp", &fd, stor__errbuf(&e->base));
         if (rc != KV_OK) {
             return rc;
         }
-        rc =
-            stor__bitcask_write_all(fd, o->hint.data, o->hint.size, 0, "hint file", e->base.errmsg);
+        rc = stor__bitcask_write_all(fd, o->hint.data, o->hint.size, 0, "hint file",
+                                     stor__errbuf(&e->base));
         if (rc == KV_OK) {
-            rc = stor__bitcask_sync_file(fd, "hint file", e->base.errmsg);
+            rc = stor__bitcask_sync_file(fd, "hint file", stor__errbuf(&e->base));
         }
         close(fd);
         if (rc != KV_OK) {
@@ -216,14 +218,14 @@ static int merge_rename(struct merge *m)
             stor__bitcask_file_path(m->e, m->outs[i].file->id, names[k][1], to);
             if (rename(from, to) != 0) {
                 int err = errno;
-                snprintf(m->e->base.errmsg, KV_ERRMSG_SIZE, "bitcask: rename %s: %s", from,
+                snprintf(stor__errbuf(&m->e->base), KV_ERRMSG_SIZE, "bitcask: rename %s: %s", from,
                          strerror(err));
                 return KV_EIO;
             }
         }
     }
     if (stor__fsync_dir(m->e->path) != KV_OK) {
-        snprintf(m->e->base.errmsg, KV_ERRMSG_SIZE, "bitcask: fsync directory %s failed",
+        snprintf(stor__errbuf(&m->e->base), KV_ERRMSG_SIZE, "bitcask: fsync directory %s failed",
                  m->e->path);
         return KV_EIO;
     }
@@ -385,8 +387,8 @@ int stor__bitcask_merge_if_needed(struct bc_engine *e)
     int rc = stor__bitcask_merge_run(e);
     if (rc != KV_OK) {
         kv_warn("bitcask: auto-merge failed path=%s err=%s msg=%s", e->path, kv_strerror(rc),
-                e->base.errmsg);
-        e->base.errmsg[0] = '\0';
+                stor__errbuf(&e->base));
+        stor__errbuf(&e->base)[0] = '\0';
     }
     return KV_OK;
 }

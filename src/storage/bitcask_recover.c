@@ -98,7 +98,8 @@ static int recover_apply(struct bc_engine *e, struct bc_file *f, const uint8_t *
     int rc = stor__bitcask_kd_reserve(&e->kd, 1);
     struct kd_entry *en = rc == KV_OK ? stor__bitcask_entry_new(key, key_size, hash) : NULL;
     if (en == NULL) {
-        snprintf(e->base.errmsg, KV_ERRMSG_SIZE, "bitcask: out of memory loading the keydir");
+        snprintf(stor__errbuf(&e->base), KV_ERRMSG_SIZE,
+                 "bitcask: out of memory loading the keydir");
         return KV_ENOMEM;
     }
     en->value_size = value_size;
@@ -485,7 +486,7 @@ int stor__bitcask_recover(struct bc_engine *e, char *errmsg)
     }
     rc = stor__bitcask_roll(e);
     if (rc != KV_OK) {
-        snprintf(errmsg, KV_ERRMSG_SIZE, "%s", e->base.errmsg);
+        snprintf(errmsg, KV_ERRMSG_SIZE, "%s", stor__errbuf(&e->base));
     }
     return rc;
 }

@@ -284,7 +284,7 @@ int stor__bitcask_create_file(struct bc_engine *e, uint32_t id, const char *suff
  * tail (recovery relies on it). */
 int stor__bitcask_roll(struct bc_engine *e)
 {
-    char *errmsg = e->base.errmsg;
+    char *errmsg = stor__errbuf(&e->base);
     if (e->file_count >= BITCASK_FILE_COUNT_MAX) {
         snprintf(errmsg, KV_ERRMSG_SIZE, "bitcask: %s holds %u files, the limit; compact", e->path,
                  BITCASK_FILE_COUNT_MAX);
@@ -555,9 +555,9 @@ static int bc_write(struct stor_engine *base, const struct stor_batch *b)
     }
     uint64_t offset = e->active->size;
     rc = stor__bitcask_write_all(e->active->fd, e->wbuf.data, e->wbuf.size, offset, "data file",
-                                 base->errmsg);
+                                 stor__errbuf(base));
     if (rc == KV_OK && e->sync == STOR_SYNC_ALWAYS) {
-        rc = stor__bitcask_sync_file(e->active->fd, "data file", base->errmsg);
+        rc = stor__bitcask_sync_file(e->active->fd, "data file", stor__errbuf(base));
     }
     if (rc != KV_OK) {
         /* Poisoned from here (the generic layer); a reopen truncates any

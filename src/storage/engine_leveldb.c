@@ -419,7 +419,7 @@ static int ldb_get(struct stor_engine *e, const struct stor_view *view, const vo
      * malloc(0) block, which glibc never returns as NULL. */
     char *data = leveldb_get(l->db, ro, key, key_size, &size, &err);
     if (err != NULL) {
-        return take_error(err, l->path, "get", e->errmsg);
+        return take_error(err, l->path, "get", stor__errbuf(e));
     }
     if (data == NULL) {
         return KV_ENOTFOUND;
@@ -467,7 +467,7 @@ static int expand_range_db(struct ldb_engine *l, leveldb_writebatch_t *wb,
     char *err = NULL;
     leveldb_iter_get_error(it, &err);
     if (err != NULL) {
-        rc = take_error(err, l->path, "write: delete-range scan", l->base.errmsg);
+        rc = take_error(err, l->path, "write: delete-range scan", stor__errbuf(&l->base));
     }
     leveldb_iter_destroy(it);
     return rc;
@@ -553,7 +553,7 @@ static int ldb_write(struct stor_engine *e, const struct stor_batch *b)
         char *err = NULL;
         leveldb_write(l->db, l->wopts, wb, &err);
         if (err != NULL) {
-            rc = take_error(err, l->path, "write", e->errmsg);
+            rc = take_error(err, l->path, "write", stor__errbuf(e));
         }
     }
     pthread_mutex_unlock(&l->write_lock);
@@ -636,7 +636,7 @@ static int ldb_iter_next(struct stor_iter *iter, const uint8_t **key, size_t *ke
         leveldb_iter_get_error(it->it, &err);
         if (err != NULL) {
             struct ldb_engine *l = (struct ldb_engine *)iter->engine;
-            return take_error(err, l->path, "iterate", iter->engine->errmsg);
+            return take_error(err, l->path, "iterate", stor__errbuf(iter->engine));
         }
         it->done = 1;
         return KV_EOF;
@@ -676,7 +676,7 @@ static int count_keys(struct ldb_engine *l, uint64_t *out)
     leveldb_iter_get_error(it, &err);
     leveldb_iter_destroy(it);
     if (err != NULL) {
-        return take_error(err, l->path, "stats: key count scan", l->base.errmsg);
+        return take_error(err, l->path, "stats: key count scan", stor__errbuf(&l->base));
     }
     *out = n;
     return KV_OK;
@@ -720,7 +720,7 @@ static int ldb_compact(struct stor_engine *e)
     leveldb_writeoptions_destroy(wo);
     leveldb_writebatch_destroy(wb);
     if (err != NULL) {
-        return take_error(err, l->path, "compact", e->errmsg);
+        return take_error(err, l->path, "compact", stor__errbuf(e));
     }
     return KV_OK;
 }

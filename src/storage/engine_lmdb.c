@@ -122,7 +122,7 @@ static void set_msg(struct lmdb_engine *l, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     pthread_mutex_lock(&l->errmsg_lock);
-    vsnprintf(l->base.errmsg, sizeof l->base.errmsg, fmt, ap);
+    vsnprintf(stor__errbuf(&l->base), KV_ERRMSG_SIZE, fmt, ap);
     pthread_mutex_unlock(&l->errmsg_lock);
     va_end(ap);
 }

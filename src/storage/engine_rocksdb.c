@@ -242,7 +242,7 @@ static int rdb_get(struct stor_engine *e, const struct stor_view *view, const vo
      * and copied once, into `value`. */
     rocksdb_pinnableslice_t *p = rocksdb_get_pinned(r->db, ro, key, key_size, &err);
     if (err != NULL) {
-        return take_error(err, r->path, "get", e->errmsg);
+        return take_error(err, r->path, "get", stor__errbuf(e));
     }
     if (p == NULL) {
         return KV_ENOTFOUND;
@@ -296,7 +296,7 @@ static int rdb_write(struct stor_engine *e, const struct stor_batch *b)
     char *err = NULL;
     rocksdb_write(r->db, r->wopts, wb, &err);
     if (err != NULL) {
-        rc = take_error(err, r->path, "write", e->errmsg);
+        rc = take_error(err, r->path, "write", stor__errbuf(e));
     }
 out:
     rocksdb_writebatch_destroy(wb);
@@ -384,7 +384,7 @@ static int rdb_iter_next(struct stor_iter *iter, const uint8_t **key, size_t *ke
         rocksdb_iter_get_error(it->it, &err);
         if (err != NULL) {
             struct rdb_engine *r = (struct rdb_engine *)iter->engine;
-            return take_error(err, r->path, "iterate", iter->engine->errmsg);
+            return take_error(err, r->path, "iterate", stor__errbuf(iter->engine));
         }
         it->empty = 1; /* stays at the end */
         return KV_EOF;
@@ -451,7 +451,7 @@ static int rdb_compact(struct stor_engine *e)
     rocksdb_flush(r->db, fo, &err);
     rocksdb_flushoptions_destroy(fo);
     if (err != NULL) {
-        return take_error(err, r->path, "compact: flush", e->errmsg);
+        return take_error(err, r->path, "compact: flush", stor__errbuf(e));
     }
     rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
     rocksdb_compactoptions_set_bottommost_level_compaction(co, RDB_BOTTOMMOST_FORCE_OPTIMIZED);

@@ -172,7 +172,7 @@ int stor_open(const char *name, const struct stor_options *o, struct stor_engine
     }
     if (rc == KV_OK) {
         KV_ASSERT((*out)->ops == ops);
-        (*out)->errmsg[0] = '\0';
+        stor__errbuf(*out)[0] = '\0';
         (*out)->poisoned = 0;
     } else if (errmsg[0] == '\0') {
         snprintf(errmsg, KV_ERRMSG_SIZE, "%s: open %s: %s", name, o->path ? o->path : "(memory)",
@@ -198,16 +198,33 @@ int stor_is_ordered(const struct stor_engine *e)
     return e->ops->ordered;
 }
 
+/* The last failure message of the calling thread, and the engine it is
+ * about. Per thread, because readers on many threads fail independently
+ * and a shared buffer would mix their messages. */
+static _Thread_local struct {
+    const struct stor_engine *engine;
+    char msg[KV_ERRMSG_SIZE];
+} last_error;
+
+char *stor__errbuf(const struct stor_engine *e)
+{
+    if (last_error.engine != e) {
+        last_error.engine = e;
+        last_error.msg[0] = '\0';
+    }
+    return last_error.msg;
+}
+
 const char *stor_errmsg(const struct stor_engine *e)
 {
-    return e->errmsg;
+    return last_error.engine == e ? last_error.msg : "";
 }
 
 void stor__set_errmsg(struct stor_engine *e, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->errmsg, sizeof e->errmsg, fmt, ap);
+    vsnprintf(stor__errbuf(e), KV_ERRMSG_SIZE, fmt, ap);
     va_end(ap);
 }
 

@@ -10,8 +10,8 @@
  * (get, views, iterators, export) while one thread writes; stor_write calls
  * are serialised by the engine. An iterator or export belongs to one thread.
  *
- * Errors: every fallible call returns a kv_err code; the engine keeps a
- * message with context (file, offset, what went wrong) for the last failure,
+ * Errors: every fallible call returns a kv_err code; a message with context
+ * (file, offset, what went wrong) for the calling thread's last failure is
  * readable with stor_errmsg(). */
 #ifndef KV_STOR_H
 #define KV_STOR_H
@@ -78,8 +78,10 @@ const char *stor_name(const struct stor_engine *e);
 /* 1 when iteration is in key order, 0 when in unspecified order. */
 int stor_is_ordered(const struct stor_engine *e);
 
-/* Message describing the last failure of `e`; valid until the next call on
- * `e`; "" when nothing failed. */
+/* Message describing the last failure of a call on `e` made by the calling
+ * thread (messages are per thread, so concurrent readers never mix them);
+ * valid until that thread's next call on the storage layer; "" when
+ * nothing failed. */
 const char *stor_errmsg(const struct stor_engine *e);
 
 /* Reads `key`. `view` is a view of `e`, or NULL for the latest state. On

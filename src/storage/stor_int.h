@@ -55,8 +55,7 @@ int stor__file_present(const char *dir, const char *name, uint64_t size_min);
 /* Base of every engine instance; engines embed it as their first member. */
 struct stor_engine {
     const struct stor_engine_ops *ops;
-    char errmsg[KV_ERRMSG_SIZE]; /* context of the last failure */
-    int poisoned;                /* a write or sync failed: refuse writes */
+    int poisoned; /* a write or sync failed: refuse writes */
 };
 
 /* Base of every view; engines embed it first. */
@@ -77,7 +76,11 @@ extern const struct stor_engine_ops stor__leveldb_ops;
 extern const struct stor_engine_ops stor__lmdb_ops;
 extern const struct stor_engine_ops stor__bitcask_ops;
 
-/* Records a formatted message in e->errmsg. */
+/* The calling thread's failure-message buffer (KV_ERRMSG_SIZE bytes) for
+ * engine `e`; stor_errmsg(e) on the same thread reads it back. */
+char *stor__errbuf(const struct stor_engine *e);
+
+/* Records a formatted message in the calling thread's buffer for `e`. */
 void stor__set_errmsg(struct stor_engine *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
