@@ -84,6 +84,19 @@ static inline uint32_t kv_load_be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
+/* Big-endian 64-bit store/load: group and client ids in on-disk keys, so
+ * keys sort by the number. */
+static inline void kv_store_be64(uint8_t *p, uint64_t v)
+{
+    kv_store_be32(p, (uint32_t)(v >> 32));
+    kv_store_be32(p + 4, (uint32_t)v);
+}
+
+static inline uint64_t kv_load_be64(const uint8_t *p)
+{
+    return (uint64_t)kv_load_be32(p) << 32 | kv_load_be32(p + 4);
+}
+
 /* A read cursor over borrowed bytes; every get fails (KV_ECORRUPT) rather
  * than reading past the end, so decoders of untrusted input stay in bounds. */
 struct kv_reader {

@@ -5,6 +5,7 @@
 #include "alloc.h"
 #include "hash.h"
 #include "keys.h"
+#include "num.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -388,44 +389,6 @@ static int set_error(struct node_result *res, const char *msg)
     return kv_buf_set(&res->value, msg, strlen(msg));
 }
 
-/* Parses a stored value as Redis does for INCR: optional '-', digits, no
- * leading zeros or spaces, within int64. */
-static int parse_int64(const uint8_t *p, size_t n, int64_t *out)
-{
-    if (n == 0 || n > 20) {
-        return 0;
-    }
-    size_t i = 0;
-    int neg = p[0] == '-';
-    i += (size_t)neg;
-    if (i == n || (p[i] == '0' && n - i > 1) || (neg && p[i] == '0')) {
-        return 0;
-    }
-    uint64_t v = 0;
-    for (; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return 0;
-        }
-        uint64_t d = (uint64_t)(p[i] - '0');
-        if (v > (UINT64_MAX - d) / 10) {
-            return 0;
-        }
-        v = v * 10 + d;
-    }
-    if (neg) {
-        if (v > (uint64_t)INT64_MAX + 1) {
-            return 0;
-        }
-        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
-    } else {
-        if (v > INT64_MAX) {
-            return 0;
-        }
-        *out = (int64_t)v;
-    }
-    return 1;
-}
-
 static int op_set(struct node_fsm *f, const struct node_op *op, const struct node_key *k,
                   struct node_result *res)
 {
@@ -454,7 +417,7 @@ static int op_incrby(struct node_fsm *f, const struct node_op *op, const struct 
     if (rc != KV_OK && rc != KV_ENOTFOUND) {
         return rc;
     }
-    if (rc == KV_OK && !parse_int64(f->scratch.data, f->scratch.size, &cur)) {
+    if (rc == KV_OK && !kv_parse_i64(f->scratch.data, f->scratch.size, &cur)) {
         return set_error(res, "ERR value is not an integer or out of range");
     }
     if ((op->delta > 0 && cur > INT64_MAX - op->delta) ||
@@ -750,8 +713,7 @@ static int sweep_sessions(struct node_fsm *f, uint64_t index)
             rc = KV_ECORRUPT;
             break;
         }
-        uint64_t client = (uint64_t)kv_load_be32(k + NODE_KEY_PREFIX_SIZE) << 32 |
-                          kv_load_be32(k + NODE_KEY_PREFIX_SIZE + 4);
+        uint64_t client = kv_load_be64(k + NODE_KEY_PREFIX_SIZE);
         struct node_key ck;
         uint64_t acked;
         uint64_t last_index;

@@ -5,15 +5,9 @@
 
 #include <string.h>
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    kv_store_be32(p, (uint32_t)(v >> 32));
-    kv_store_be32(p + 4, (uint32_t)v);
-}
-
 static void prefix(struct node_key *out, uint64_t group, uint8_t kind)
 {
-    put_be64(out->bytes, group);
+    kv_store_be64(out->bytes, group);
     out->bytes[8] = kind;
     out->size = NODE_KEY_PREFIX_SIZE;
 }
@@ -51,28 +45,28 @@ void node_key_meta(struct node_key *out, uint64_t group, const char *name)
 void node_key_session(struct node_key *out, uint64_t group, uint64_t client, uint64_t seq)
 {
     prefix(out, group, NODE_KEY_SESSION);
-    put_be64(out->bytes + out->size, client);
-    put_be64(out->bytes + out->size + 8, seq);
+    kv_store_be64(out->bytes + out->size, client);
+    kv_store_be64(out->bytes + out->size + 8, seq);
     out->size += 16;
 }
 
 void node_key_client(struct node_key *out, uint64_t group, uint64_t client)
 {
     prefix(out, group, NODE_KEY_CLIENT);
-    put_be64(out->bytes + out->size, client);
+    kv_store_be64(out->bytes + out->size, client);
     out->size += 8;
 }
 
 void node_key_group_start(struct node_key *out, uint64_t group)
 {
-    put_be64(out->bytes, group);
+    kv_store_be64(out->bytes, group);
     out->size = 8;
 }
 
 void node_key_group_end(struct node_key *out, uint64_t group)
 {
     KV_ASSERT(group != UINT64_MAX);
-    put_be64(out->bytes, group + 1);
+    kv_store_be64(out->bytes, group + 1);
     out->size = 8;
 }
 

@@ -4,6 +4,7 @@
 #include "command.h"
 #include "alloc.h"
 #include "keys.h"
+#include "num.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -20,41 +21,8 @@ static int arg_is(const struct resp_request *req, size_t i, const char *word)
     return req->argv_size[i] == n && strncasecmp((const char *)req->argv[i], word, n) == 0;
 }
 
-/* Redis's string-to-int64 rule: optional '-', digits, no spaces, no '+',
- * no leading zeros, within range. */
-static int parse_int64(const uint8_t *p, size_t n, int64_t *out)
+static int check_sizes(size_t key_size, size_t value_size, char *errmsg)
 {
-    if (n == 0 || n > 20) {
-        return 0;
-    }
-    size_t i = p[0] == '-';
-    if (i == n || (p[i] == '0' && n - i > 1) || (i == 1 && p[1] == '0')) {
-        return 0;
-    }
-    uint64_t v = 0;
-    for (; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9' || v > (UINT64_MAX - (uint64_t)(p[i] - '0')) / 10) {
-            return 0;
-        }
-        v = v * 10 + (uint64_t)(p[i] - '0');
-    }
-    if (p[0] == '-') {
-        if (v > (uint64_t)INT64_MAX + 1) {
-            return 0;
-        }
-        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
-        return 1;
-    }
-    if (v > INT64_MAX) {
-        return 0;
-    }
-    *out = (int64_t)v;
-    return 1;
-}
-
-static int check_sizes(const uint8_t *key, size_t key_size, size_t value_size, char *errmsg)
-{
-    (void)key;
     if (key_size == 0 || key_size > NODE_USER_KEY_SIZE_MAX) {
         snprintf(errmsg, KV_ERRMSG_SIZE, "ERR key must be 1 to %u bytes (got %zu)",
                  NODE_USER_KEY_SIZE_MAX, key_size);
@@ -71,7 +39,7 @@ static int check_sizes(const uint8_t *key, size_t key_size, size_t value_size, c
 static struct proxy_item *add_item(struct proxy_plan *plan, const struct resp_request *req,
                                    size_t key_arg, char *errmsg, int *rc)
 {
-    *rc = check_sizes(req->argv[key_arg], req->argv_size[key_arg], 0, errmsg);
+    *rc = check_sizes(req->argv_size[key_arg], 0, errmsg);
     if (*rc != KV_OK) {
         return NULL;
     }
@@ -106,7 +74,7 @@ static int add_write(struct proxy_plan *plan, const struct resp_request *req, si
     it->is_write = 1;
     it->op.type = type;
     if (value_arg != 0) {
-        rc = check_sizes(it->key, it->key_size, req->argv_size[value_arg], errmsg);
+        rc = check_sizes(it->key_size, req->argv_size[value_arg], errmsg);
         it->op.value = req->argv[value_arg];
         it->op.value_size = req->argv_size[value_arg];
     }
@@ -187,7 +155,7 @@ static int plan_incr(const struct resp_request *req, struct proxy_plan *plan, ch
 {
     int64_t delta = 1;
     int negate = req->argv[0][0] == 'd' || req->argv[0][0] == 'D';
-    if (req->argc == 3 && !parse_int64(req->argv[2], req->argv_size[2], &delta)) {
+    if (req->argc == 3 && !kv_parse_i64(req->argv[2], req->argv_size[2], &delta)) {
         snprintf(errmsg, KV_ERRMSG_SIZE, NOT_INTEGER);
         return KV_EINVAL;
     }

@@ -13,6 +13,7 @@
 #include "err.h"
 #include "hash.h"
 #include "log.h"
+#include "num.h"
 #include "rng.h"
 
 static void test_strerror(void **state)
@@ -172,6 +173,34 @@ static void test_log_levels(void **state)
     kv_log_set_level_name("info");
 }
 
+static void test_parse_i64(void **state)
+{
+    int64_t v = 7;
+    const char *good[] = {"0", "-1", "42", "9223372036854775807", "-9223372036854775808"};
+    const int64_t want[] = {0, -1, 42, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert_int_equal(kv_parse_i64((const uint8_t *)good[i], strlen(good[i]), &v), 1);
+        assert_true(v == want[i]);
+    }
+    const char *bad[] = {"",
+                         "-",
+                         "+1",
+                         " 1",
+                         "1 ",
+                         "01",
+                         "-0",
+                         "1.5",
+                         "abc",
+                         "9223372036854775808",
+                         "-9223372036854775809",
+                         "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        v = 7;
+        assert_int_equal(kv_parse_i64((const uint8_t *)bad[i], strlen(bad[i]), &v), 0);
+        assert_true(v == 7);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -184,6 +213,7 @@ int main(void)
         cmocka_unit_test(test_rng_deterministic),
         cmocka_unit_test(test_alloc_fault_injection),
         cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_parse_i64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
