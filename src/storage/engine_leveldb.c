@@ -77,24 +77,31 @@ struct ldb_iter {
     int done;    /* reached the end: always KV_EOF */
 };
 
-/* Status prefixes of LevelDB's Status::ToString, most specific first. */
+/* Status prefixes of the Status::ToString both libraries share (RocksDB's
+ * are a superset; LevelDB never produces the extra ones), most specific
+ * first. */
 static const struct {
     const char *prefix;
     int code;
 } status_map[] = {
     {"Corruption", KV_ECORRUPT},
-    {"IO error: lock", KV_ELOCKED}, /* LOCK held by this or another process */
+    {"IO error: While lock", KV_ELOCKED}, /* RocksDB: another process holds LOCK */
+    {"IO error: lock", KV_ELOCKED},       /* LOCK held by this or another process */
+    {"IO error: No space", KV_ENOSPC},
     {"IO error", KV_EIO},
     {"Invalid argument", KV_EINVAL},
     {"Not implemented", KV_EUNSUPPORTED},
     {"NotFound", KV_ENOENT},
+    {"Resource busy", KV_EBUSY},
+    {"Operation timed out", KV_ETIMEDOUT},
+    {"Operation aborted", KV_ECANCELED},
+    {"Shutdown in progress", KV_ECLOSED},
 };
 
-/* Maps a LevelDB status message to a kv_err; unknown ones are I/O errors. */
-static int map_status(const char *msg)
+int stor__lsm_status_code(const char *msg)
 {
     if (strstr(msg, "No space left on device") != NULL) {
-        return KV_ENOSPC;
+        return KV_ENOSPC; /* whatever the wrapping ("While appending ...") */
     }
     for (size_t i = 0; i < sizeof status_map / sizeof status_map[0]; i++) {
         if (strncmp(msg, status_map[i].prefix, strlen(status_map[i].prefix)) == 0) {
@@ -109,7 +116,7 @@ static int map_status(const char *msg)
  * the mapped code. */
 static int take_error(char *err, const char *path, const char *what, char *out)
 {
-    int rc = map_status(err);
+    int rc = stor__lsm_status_code(err);
     snprintf(out, KV_ERRMSG_SIZE, "leveldb: %s: %s: %s", path, what, err);
     leveldb_free(err);
     return rc;

@@ -74,45 +74,12 @@ struct rdb_iter {
     int empty;                    /* the range is empty: always KV_EOF */
 };
 
-/* Status prefixes of RocksDB's Status::ToString, most specific first. */
-static const struct {
-    const char *prefix;
-    int code;
-} status_map[] = {
-    {"Corruption", KV_ECORRUPT},
-    {"IO error: While lock", KV_ELOCKED}, /* another process holds LOCK */
-    {"IO error: lock", KV_ELOCKED},       /* this process holds LOCK */
-    {"IO error: No space", KV_ENOSPC},
-    {"IO error", KV_EIO},
-    {"Invalid argument", KV_EINVAL},
-    {"Not implemented", KV_EUNSUPPORTED},
-    {"NotFound", KV_ENOENT},
-    {"Resource busy", KV_EBUSY},
-    {"Operation timed out", KV_ETIMEDOUT},
-    {"Operation aborted", KV_ECANCELED},
-    {"Shutdown in progress", KV_ECLOSED},
-};
-
-/* Maps a RocksDB status message to a kv_err; unknown ones are I/O errors. */
-static int map_status(const char *msg)
-{
-    if (strstr(msg, "No space left on device") != NULL) {
-        return KV_ENOSPC; /* whatever the wrapping ("While appending ...") */
-    }
-    for (size_t i = 0; i < sizeof status_map / sizeof status_map[0]; i++) {
-        if (strncmp(msg, status_map[i].prefix, strlen(status_map[i].prefix)) == 0) {
-            return status_map[i].code;
-        }
-    }
-    return KV_EIO;
-}
-
 /* Takes ownership of `err` (a RocksDB message): writes "rocksdb: <path>:
  * <what>: <err>" into `out` (KV_ERRMSG_SIZE bytes), frees `err`, and returns
  * the mapped code. */
 static int take_error(char *err, const char *path, const char *what, char *out)
 {
-    int rc = map_status(err);
+    int rc = stor__lsm_status_code(err);
     snprintf(out, KV_ERRMSG_SIZE, "rocksdb: %s: %s: %s", path, what, err);
     rocksdb_free(err);
     return rc;

@@ -104,6 +104,10 @@ int stor__dir_bytes(const char *path, uint64_t *out);
  * newer tables. Defined in engine_leveldb.c. */
 int stor__lsm_check_dir(const char *engine, const char *path, char *errmsg);
 
+/* Maps a RocksDB or LevelDB status message ("Corruption: ...", "IO error:
+ * ...") to a kv_err; unknown ones are KV_EIO. Defined in engine_leveldb.c. */
+int stor__lsm_status_code(const char *msg);
+
 /* Creates the directory, takes its lock (*lock_fd, released with
  * stor__unlock_dir) and runs stor__lsm_check_dir; on failure nothing is held
  * and errmsg says why. Defined in engine_leveldb.c. */
